@@ -1,0 +1,87 @@
+"""Discovery documents: `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`, `/version`.
+
+kubectl and client-go find every resource, short name and subresource here before they do
+anything else. Everything is derived from the resource table in `shared.api.resources`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.api.resources import ALL_VERBS, GROUP_VERSIONS, RESOURCES
+
+SUB_VERBS: dict[str, tuple[str, ...]] = {
+    "status": ("get", "patch", "update"),
+    "scale": ("get", "patch", "update"),
+    "binding": ("create",),
+    "eviction": ("create",),
+    "log": ("get",),
+    "exec": ("create", "get"),
+    "finalize": ("update",),
+}
+VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-kubenats",
+    "gitCommit": "kubenats",
+    "gitTreeState": "clean",
+    "buildDate": "2026-11-26T00:00:00Z",
+    "goVersion": "python3",
+    "compiler": "cpython",
+    "platform": "linux/amd64",
+}
+
+
+def api_versions() -> dict[str, Any]:
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}
+
+
+def api_groups() -> dict[str, Any]:
+    groups = []
+    for group, version in GROUP_VERSIONS.items():
+        if not group:
+            continue
+        gv = {"groupVersion": f"{group}/{version}", "version": version}
+        groups.append({"name": group, "versions": [gv], "preferredVersion": gv})
+    for extra in ("autoscaling",):
+        gv = {"groupVersion": f"{extra}/v1", "version": "v1"}
+        groups.append({"name": extra, "versions": [gv], "preferredVersion": gv})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def resource_list(group: str, version: str) -> dict[str, Any] | None:
+    entries: list[dict[str, Any]] = []
+    for r in RESOURCES:
+        if r.group != group or r.version != version:
+            continue
+        entry: dict[str, Any] = {
+            "name": r.plural,
+            "singularName": r.singular_name,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": list(r.verbs if r.verbs else ALL_VERBS),
+        }
+        if r.short_names:
+            entry["shortNames"] = list(r.short_names)
+        if r.categories:
+            entry["categories"] = list(r.categories)
+        entries.append(entry)
+        for sub in r.subresources:
+            se: dict[str, Any] = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
+                                  "kind": r.kind, "verbs": list(SUB_VERBS.get(sub, ("get",)))}
+            if sub == "scale":
+                se.update(group="autoscaling", version="v1", kind="Scale")
+            elif sub == "binding":
+                se["kind"] = "Binding"
+            elif sub == "eviction":
+                se.update(group="policy", version="v1", kind="Eviction")
+            elif sub in ("log", "exec"):
+                se["kind"] = "Pod" if sub == "log" else "PodExecOptions"
+            entries.append(se)
+    if group == "autoscaling" and version == "v1":
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "autoscaling/v1", "resources": []}
+    if not entries:
+        return None
+    gv = f"{group}/{version}" if group else version
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": entries}

@@ -1,0 +1,278 @@
+"""The etcd gateway: the only module in kubenats that talks to etcd.
+
+It speaks etcd's gRPC API through `grpc.aio` with the protobuf stubs shipped by
+`etcd-sdk-python`, so every call is natively async and nothing blocks the event loop (the
+synchronous client would need a thread per in-flight call). Writes are transactions that compare
+revisions: create requires `create_revision == 0`, update and delete require the `mod_revision`
+the caller read. No write in kubenats is blind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+from pyetcd.etcdrpc import kv_pb2, rpc_pb2, rpc_pb2_grpc
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change from the etcd watch; `value` is None for a delete (then `prev` holds the old value)."""
+
+    key: str
+    value: bytes | None
+    prev: bytes | None
+    revision: int
+
+
+KVs = list[KV]
+WatchBatch = list[WatchEvent]
+
+
+class StoreError(Exception):
+    """etcd could not be reached or answered with an error."""
+
+
+class KeyExists(Exception):
+    pass
+
+
+class RevisionMismatch(Exception):
+    """A compare failed; `current` is what is stored now (None if the key is gone)."""
+
+    def __init__(self, current: KV | None) -> None:
+        super().__init__("revision mismatch")
+        self.current = current
+
+
+class Compacted(Exception):
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(f"revision compacted up to {compact_revision}")
+        self.compact_revision = compact_revision
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """One write of a multi-key transaction: put `value` (or delete when None) if the key's
+    mod_revision equals `expected` (0 = must not exist; None = no compare)."""
+
+    key: str
+    value: bytes | None
+    expected: int | None
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\0"
+
+
+def _kv(kv: kv_pb2.KeyValue) -> KV:
+    return KV(kv.key.decode(), kv.value, kv.mod_revision, kv.create_revision)
+
+
+def _endpoint(server: str) -> str:
+    for scheme in ("http://", "https://"):
+        if server.startswith(scheme):
+            return server[len(scheme) :]
+    return server
+
+
+class Store:
+    """An async etcd client limited to what the apiserver needs."""
+
+    def __init__(self, servers: Sequence[str]) -> None:
+        self._servers = [_endpoint(s) for s in servers]
+        self._channel: grpc.aio.Channel | None = None
+        self._kv: rpc_pb2_grpc.KVStub | None = None
+        self._watch: rpc_pb2_grpc.WatchStub | None = None
+
+    async def open(self) -> None:
+        target = self._servers[0] if len(self._servers) == 1 else "ipv4:" + ",".join(self._servers)
+        self._channel = grpc.aio.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+        )
+        self._kv = rpc_pb2_grpc.KVStub(self._channel)
+        self._watch = rpc_pb2_grpc.WatchStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+    @property
+    def kv(self) -> rpc_pb2_grpc.KVStub:
+        if self._kv is None:
+            raise StoreError("store is not open")
+        return self._kv
+
+    async def _call(self, method: str, request: object, timeout: float = 10.0) -> object:
+        try:
+            return await getattr(self.kv, method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.OUT_OF_RANGE:
+                raise Compacted(0) from e
+            raise StoreError(f"etcd {method}: {e.code().name}: {e.details()}") from e
+
+    async def revision(self) -> int:
+        resp = await self._call("Range", rpc_pb2.RangeRequest(key=b"\0", limit=1, count_only=True))
+        assert isinstance(resp, rpc_pb2.RangeResponse)
+        return int(resp.header.revision)
+
+    async def get(self, key: str, revision: int = 0) -> KV | None:
+        resp = await self._call("Range", rpc_pb2.RangeRequest(key=key.encode(), revision=revision))
+        assert isinstance(resp, rpc_pb2.RangeResponse)
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def get_at(self, key: str) -> tuple[KV | None, int]:
+        """The key and the store revision of the same read."""
+        resp = await self._call("Range", rpc_pb2.RangeRequest(key=key.encode()))
+        assert isinstance(resp, rpc_pb2.RangeResponse)
+        return (_kv(resp.kvs[0]) if resp.kvs else None), int(resp.header.revision)
+
+    async def list(
+        self, prefix: str, *, start: str | None = None, limit: int = 0, revision: int = 0
+    ) -> tuple[KVs, int, int]:
+        """Keys under prefix from `start` (inclusive), at `revision` (0 = now).
+
+        Returns (kvs, revision read, number of keys left after these)."""
+        p = prefix.encode()
+        req = rpc_pb2.RangeRequest(
+            key=start.encode() if start else p, range_end=prefix_end(p), limit=limit, revision=revision
+        )
+        resp = await self._call("Range", req, timeout=60.0)
+        assert isinstance(resp, rpc_pb2.RangeResponse)
+        kvs = [_kv(kv) for kv in resp.kvs]
+        remaining = max(0, int(resp.count) - len(kvs)) if resp.more else 0
+        return kvs, int(resp.header.revision), remaining
+
+    async def count(self, prefix: str) -> int:
+        p = prefix.encode()
+        resp = await self._call("Range", rpc_pb2.RangeRequest(key=p, range_end=prefix_end(p), count_only=True))
+        assert isinstance(resp, rpc_pb2.RangeResponse)
+        return int(resp.count)
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Put key only if it does not exist; returns the new revision or raises KeyExists."""
+        k = key.encode()
+        txn = rpc_pb2.TxnRequest(
+            compare=[rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE, key=k, create_revision=0)],
+            success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=value))],
+        )
+        resp = await self._call("Txn", txn)
+        assert isinstance(resp, rpc_pb2.TxnResponse)
+        if not resp.succeeded:
+            raise KeyExists(key)
+        return int(resp.header.revision)
+
+    async def update(self, key: str, value: bytes, expected: int) -> int:
+        """Put key only if its mod_revision is `expected`; raises RevisionMismatch otherwise."""
+        return await self._guarded(key, rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key.encode(), value=value)), expected)
+
+    async def delete(self, key: str, expected: int) -> int:
+        return await self._guarded(
+            key, rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key.encode())), expected
+        )
+
+    async def _guarded(self, key: str, op: rpc_pb2.RequestOp, expected: int) -> int:
+        k = key.encode()
+        txn = rpc_pb2.TxnRequest(
+            compare=[rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.MOD, key=k, mod_revision=expected)],
+            success=[op],
+            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k))],
+        )
+        resp = await self._call("Txn", txn)
+        assert isinstance(resp, rpc_pb2.TxnResponse)
+        if not resp.succeeded:
+            kvs = resp.responses[0].response_range.kvs
+            raise RevisionMismatch(_kv(kvs[0]) if kvs else None)
+        return int(resp.header.revision)
+
+    async def txn(self, writes: Sequence[Put]) -> int:
+        """Apply several guarded writes atomically; raises RevisionMismatch(None) if any compare fails."""
+        compares = []
+        ops = []
+        for w in writes:
+            k = w.key.encode()
+            if w.expected == 0:
+                compares.append(rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE, key=k, create_revision=0))
+            elif w.expected is not None:
+                compares.append(rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.MOD, key=k, mod_revision=w.expected))
+            if w.value is None:
+                ops.append(rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k)))
+            else:
+                ops.append(rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=w.value)))
+        resp = await self._call("Txn", rpc_pb2.TxnRequest(compare=compares, success=ops))
+        assert isinstance(resp, rpc_pb2.TxnResponse)
+        if not resp.succeeded:
+            raise RevisionMismatch(None)
+        return int(resp.header.revision)
+
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
+        """Yield batches of changes under prefix from start_revision on, in revision order.
+
+        Raises Compacted if start_revision is older than etcd's compaction point, StoreError when
+        the stream breaks (the caller resumes from the last revision it handled)."""
+        if self._watch is None:
+            raise StoreError("store is not open")
+        p = prefix.encode()
+        create = rpc_pb2.WatchRequest(
+            create_request=rpc_pb2.WatchCreateRequest(
+                key=p, range_end=prefix_end(p), start_revision=start_revision, prev_kv=True, progress_notify=True
+            )
+        )
+        stop = asyncio.Event()
+
+        async def requests() -> AsyncIterator[rpc_pb2.WatchRequest]:
+            yield create
+            await stop.wait()
+
+        call = self._watch.Watch(requests())
+        try:
+            async for resp in call:
+                if resp.compact_revision:
+                    raise Compacted(int(resp.compact_revision))
+                if resp.canceled:
+                    raise StoreError(f"etcd watch canceled: {resp.cancel_reason}")
+                if not resp.events:
+                    continue
+                batch = []
+                for ev in resp.events:
+                    deleted = ev.type == kv_pb2.Event.DELETE
+                    batch.append(
+                        WatchEvent(
+                            key=ev.kv.key.decode(),
+                            value=None if deleted else ev.kv.value,
+                            prev=ev.prev_kv.value if ev.HasField("prev_kv") else None,
+                            revision=int(ev.kv.mod_revision),
+                        )
+                    )
+                yield batch
+        except grpc.aio.AioRpcError as e:
+            raise StoreError(f"etcd watch: {e.code().name}: {e.details()}") from e
+        finally:
+            stop.set()
+            call.cancel()
+
+    async def compact(self, revision: int) -> None:
+        await self._call("Compact", rpc_pb2.CompactionRequest(revision=revision, physical=True))
+
+    async def healthy(self) -> bool:
+        try:
+            await asyncio.wait_for(self.revision(), 2.0)
+            return True
+        except (StoreError, TimeoutError, Compacted):
+            return False
