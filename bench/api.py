@@ -16,6 +16,7 @@ import httpx
 import orjson
 from pyetcd.etcdrpc import rpc_pb2, rpc_pb2_grpc
 
+from bench.httpload import Conn
 from bench.report import machine, median, pct, progress, write_section
 from shared.bus import Bus, Message
 from tests.servers import Cluster
@@ -49,26 +50,30 @@ async def raw_etcd(url: str, clients: int, seconds: float) -> tuple[float, list[
 
 
 async def api_creates(url: str, ns: str, clients: int, seconds: float) -> tuple[float, list[float], int]:
+    """Pod creates from `clients` keep-alive connections (a lean asyncio HTTP client)."""
     lat: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        async def worker(i: int) -> None:
-            nonlocal errors
-            n = 0
+
+    async def worker(i: int) -> None:
+        nonlocal errors
+        conn = Conn(url)
+        n = 0
+        try:
             while time.perf_counter() < stop:
                 n += 1
-                body = dict(POD, metadata={"name": f"c{clients}-{i}-{n}", "labels": {"app": "bench"}})
+                body = orjson.dumps(dict(POD, metadata={"name": f"c{clients}-{i}-{n}", "labels": {"app": "bench"}}))
                 t = time.perf_counter()
-                r = await client.post(f"/api/v1/namespaces/{ns}/pods", content=orjson.dumps(body),
-                                      headers={"Content-Type": "application/json"})
+                status, _ = await conn.request("POST", f"/api/v1/namespaces/{ns}/pods", body)
                 lat.append(time.perf_counter() - t)
-                if r.status_code != 201:
+                if status != 201:
                     errors += 1
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(clients)))
-        elapsed = time.perf_counter() - t0
+        finally:
+            await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    elapsed = time.perf_counter() - t0
     return len(lat) / elapsed, lat, errors
 
 

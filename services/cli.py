@@ -1,4 +1,8 @@
-"""The `kubenats` command: one subcommand per component, like k3s's single binary."""
+"""The `kubenats` command: one subcommand per component, like k3s's single binary.
+
+Each component lives in `services/<name>/main.py` with `add_arguments(parser)` and
+`run(args) -> int`; only the chosen component's module is imported.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,34 @@ import importlib
 import sys
 
 COMPONENTS = {
-    "apiserver": "services.apiserver.main",
+    "apiserver": ("services.apiserver.main", "the API server: Kubernetes REST on etcd, changes published on NATS"),
+    "scheduler": ("services.scheduler.main", "assigns pending pods to nodes"),
+    "controllers": ("services.controllers.main", "the controller manager (replicasets, deployments, ...)"),
+    "kubelet": ("services.kubelet.main", "the node agent: runs pods on Docker"),
+    "proxy": ("services.proxy.main", "programs Services into kernel NAT rules"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="kubenats", description="A Kubernetes-compatible orchestrator on etcd and NATS")
-    sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, modname in COMPONENTS.items():
-        mod = importlib.import_module(modname)
-        modules[name] = mod
-        p = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
-        mod.add_arguments(p)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    module = None
+    for name, (modname, help_text) in COMPONENTS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            try:
+                module = importlib.import_module(modname)
+            except ModuleNotFoundError as e:
+                if e.name != modname:
+                    raise
+                print(f"kubenats: the {name} component is not built yet", file=sys.stderr)
+                return 2
+            module.add_arguments(p)
     args = parser.parse_args(argv)
-    result: int = modules[args.command].run(args)
+    assert module is not None
+    result: int = module.run(args)
     return result
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from shared.api.resources import BY_PLURAL, Resource
 from shared.bus import Bus, BusOptions
@@ -152,14 +153,21 @@ def create_app(cfg: Config) -> FastAPI:
     async def group_resources(group: str, version: str, who: auth.Caller = Depends(caller)) -> Response:
         return _resource_list(group, version)
 
-    @app.api_route("/api/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    async def core(path: str, request: Request, who: auth.Caller = Depends(caller)) -> Response:
+    # The resource routes carry nearly all traffic: plain Starlette routes (no FastAPI dependency
+    # solving per request), with the authentication seam called explicitly.
+    async def core(request: Request) -> Response:
+        await auth.authenticate(request)
+        path = request.path_params["path"]
         return await state.rest.handle(request, "", "v1", [p for p in path.split("/") if p])
 
-    @app.api_route("/apis/{group}/{version}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    async def grouped(group: str, version: str, path: str, request: Request,
-                      who: auth.Caller = Depends(caller)) -> Response:
-        return await state.rest.handle(request, group, version, [p for p in path.split("/") if p])
+    async def grouped(request: Request) -> Response:
+        await auth.authenticate(request)
+        pp = request.path_params
+        return await state.rest.handle(request, pp["group"], pp["version"], [p for p in pp["path"].split("/") if p])
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    app.router.routes.append(Route("/api/v1/{path:path}", core, methods=methods))
+    app.router.routes.append(Route("/apis/{group}/{version}/{path:path}", grouped, methods=methods))
 
     return app
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ GENERATION_KINDS = frozenset({"deployments", "replicasets", "daemonsets", "state
 STATUS_WIPED_ON_CREATE = frozenset({"deployments", "replicasets", "daemonsets", "statefulsets", "jobs", "cronjobs", "services"})
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+NS_CACHE_SECONDS = 1.0
 Mutator = Callable[[dict[str, Any]], None]
 Items = list[dict[str, Any]]
 Strs = list[str]
@@ -87,6 +89,7 @@ class Objects:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._ns_cache: dict[str, float] = {}
 
     # ---- reads --------------------------------------------------------------------------
     async def get(self, res: Resource, ns: str, name: str) -> dict[str, Any]:
@@ -242,10 +245,22 @@ class Objects:
             )
 
     async def _check_namespace(self, ns: str) -> None:
+        """The namespace must exist and not be terminating.
+
+        Like Kubernetes' NamespaceLifecycle admission, which reads a cache: an existing, active
+        namespace is remembered for a second; anything else is read from etcd every time."""
+        now_s = time.monotonic()
+        if self._ns_cache.get(ns, 0.0) > now_s:
+            return
         kv = await self.store.get(storage_key(BY_PLURAL[("", "namespaces")], None, ns))
         if kv is None:
             raise errors.not_found("namespaces", ns)
         nsobj = orjson.loads(kv.value)
+        if not nsobj.get("metadata", {}).get("deletionTimestamp"):
+            if len(self._ns_cache) > 10000:
+                self._ns_cache.clear()
+            self._ns_cache[ns] = now_s + NS_CACHE_SECONDS
+            return
         if nsobj.get("metadata", {}).get("deletionTimestamp"):
             raise ApiError(
                 403,
