@@ -10,6 +10,11 @@ log() { printf '\n==> %s\n' "$*"; }
 need_apt=()
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v nats-server >/dev/null || need_apt+=(nats-server)
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+[[ -x /bin/busybox ]] || need_apt+=(busybox-static)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
+command -v iptables >/dev/null || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -18,6 +23,14 @@ if ((${#need_apt[@]})); then
 fi
 # Debian's packages may start their own daemons; tests start their own on free ports.
 for svc in etcd nats-server; do (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || true; done
+
+# A real Docker engine for the kubelet and proxy tests (no registry: tests build local images).
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  (dockerd >/var/log/dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/dockerd.log" >&2; exit 1; }
+fi
 
 if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv"
