@@ -16,6 +16,7 @@ COMPONENTS = {
     "controllers": ("services.controllers.main", "the controller manager (replicasets, deployments, ...)"),
     "kubelet": ("services.kubelet.main", "the node agent: runs pods on Docker"),
     "proxy": ("services.proxy.main", "programs Services into kernel NAT rules"),
+    "events": ("services.events.main", "tail the cluster's event subjects, one line per change"),
     "up": ("services.up.main", "a whole single-host cluster (etcd, nats, all components) as child processes"),
 }
 

@@ -279,8 +279,9 @@ class Bus:
         raw = await js.get_msg(STREAM, info.state.last_seq)
         return Message(raw.subject or "", raw.data or b"", dict(raw.headers or {}), raw.seq or 0)
 
-    async def replay(self, subject: str, since_s: float, idle_s: float = 0.5) -> AsyncIterator[Message]:
-        """Stored messages on subject from `since_s` seconds ago, ending when the stream is caught up."""
+    async def replay(self, subject: str, since_s: float, idle_s: float | None = 0.5) -> AsyncIterator[Message]:
+        """Stored messages on subject from `since_s` seconds ago, ending when the stream is caught up
+        (idle for `idle_s`), or never when idle_s is None (then new messages follow)."""
         js = self.nc.jetstream()
         start = time.time() - since_s
         opt = nats.js.api.ConsumerConfig(
@@ -292,8 +293,10 @@ class Bus:
         try:
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=idle_s)
+                    msg = await sub.next_msg(timeout=idle_s if idle_s is not None else 3600.0)
                 except nats.errors.TimeoutError:
+                    if idle_s is None:
+                        continue
                     return
                 seq = msg.metadata.sequence.stream if msg.reply else 0
                 yield Message(msg.subject, msg.data, dict(msg.headers or {}), seq)
