@@ -31,6 +31,10 @@ from shared.api.validation_meta import (
     Cause,
     Errs,
     GoRepr,
+    as_int,
+    as_list,
+    as_map,
+    as_str,
     child,
     go_strings,
     idx,
@@ -76,20 +80,7 @@ _RBAC_GROUP: Final = "rbac.authorization.k8s.io"
 _IP_MSG: Final = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
 
 
-def _m(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
-
-
-def _l(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _s(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+_m, _l, _s, _int = as_map, as_list, as_str, as_int
 
 
 # ---------------------------------------------------------------------------

@@ -74,6 +74,23 @@ class GoRepr:
         return self.text
 
 
+def as_map(v: Any) -> Mapping[str, Any]:
+    """The value if it is an object, else an empty one (validation never trusts shapes)."""
+    return v if isinstance(v, Mapping) else {}
+
+
+def as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def as_str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def as_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
 def go_quote(s: str) -> str:
     """Go's ``%q`` for a string."""
     out = ['"']

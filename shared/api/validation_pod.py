@@ -22,6 +22,10 @@ from shared.api.quantity import QUANTITY_REGEX, canonical_quantity, parse_quanti
 from shared.api.validation_meta import (
     Errs,
     GoRepr,
+    as_int,
+    as_list,
+    as_map,
+    as_str,
     child,
     idx,
     is_config_map_key,
@@ -82,20 +86,7 @@ _RESOURCE_FIELD_REFS: Final = ("limits.cpu", "limits.ephemeral-storage", "limits
                                "requests.ephemeral-storage", "requests.memory")
 
 
-def _m(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
-
-
-def _l(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _s(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+_m, _l, _s, _int = as_map, as_list, as_str, as_int
 
 
 def _port_num_errs(port: int) -> list[str]:

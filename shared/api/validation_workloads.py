@@ -17,6 +17,10 @@ from typing import Any, Final
 from shared.api.validation_meta import (
     Errs,
     GoRepr,
+    as_int,
+    as_list,
+    as_map,
+    as_str,
     child,
     go_map,
     go_selector,
@@ -32,16 +36,7 @@ from shared.api.validation_pod import validate_pod_template
 __all__ = ["WORKLOAD_VALIDATORS"]
 
 
-def _m(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
-
-
-def _s(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+_m, _l, _s, _int = as_map, as_list, as_str, as_int
 
 
 def _immutable(errs: Errs, new: Any, old: Any, path: str, render: Callable[[Any], Any]) -> None:
