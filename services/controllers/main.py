@@ -1,0 +1,159 @@
+"""`kubenats controllers`: the controller manager, kube-controller-manager's counterpart.
+
+It builds one shared informer per resource the enabled controllers need, lets each controller
+register its handlers and indexes, starts the informers and waits for their first list, then
+runs each controller's work queue with its workers. `--controllers` takes Kubernetes' syntax
+(`*` for all, `name` to enable, `-name` to disable, first match wins). On shutdown the queues
+stop, the informers unsubscribe, the NATS connection drains and the HTTP client closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+
+from shared.bus import Bus
+from shared.client import ApiClient
+from shared.log import event
+from shared.runner import run_component
+from shared.workqueue import run_workers
+
+from . import config
+from .base import Controller, ControllerContext, SharedInformers
+from .deployment import DeploymentController
+from .garbagecollector import GarbageCollector
+from .namespace import NamespaceController
+from .replicaset import ReplicaSetController
+
+log = logging.getLogger("kubenats.controllers")
+
+CONTROLLERS: dict[str, Callable[[ControllerContext], Controller]] = {
+    "replicaset": ReplicaSetController,
+    "deployment": DeploymentController,
+    "garbagecollector": GarbageCollector,
+    "namespace": NamespaceController,
+}
+DISABLED_BY_DEFAULT: frozenset[str] = frozenset()
+# kube-controller-manager's per-controller concurrency flags and their defaults
+WORKER_FLAGS = {"replicaset": ("concurrent_replicaset_syncs", 5), "deployment": ("concurrent_deployment_syncs", 5),
+                "garbagecollector": ("concurrent_gc_syncs", 20), "namespace": ("concurrent_namespace_syncs", 10)}
+
+
+def enabled_controllers(spec: str | list[str]) -> list[str]:
+    """Resolve `--controllers` as IsControllerEnabled does; unknown names are an error."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    for item in items:
+        name = item[1:] if item.startswith("-") else item
+        if name != "*" and name not in CONTROLLERS:
+            raise ValueError(f"{name!r} is not in the list of known controllers: {', '.join(sorted(CONTROLLERS))}")
+    out = []
+    for name in CONTROLLERS:
+        choice: bool | None = None
+        star = False
+        for item in items:
+            if item == name:
+                choice = True
+                break
+            if item == f"-{name}":
+                choice = False
+                break
+            star = star or item == "*"
+        if choice is None:
+            choice = star and name not in DISABLED_BY_DEFAULT
+        if choice:
+            out.append(name)
+    return out
+
+
+class ControllerManager:
+    """The enabled controllers over shared informers; usable in-process (tests) or from `run`."""
+
+    def __init__(self, client: ApiClient, bus: Bus, controllers: list[str], workers: dict[str, int] | None = None,
+                 default_workers: int = 5, resync_period: float = 300.0) -> None:
+        self.client = client
+        self.bus = bus
+        self.informers = SharedInformers(bus, client, resync_period)
+        self.ctx = ControllerContext(client, self.informers, dict(workers or {}), default_workers)
+        self.controllers: dict[str, Controller] = {name: CONTROLLERS[name](self.ctx) for name in controllers}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def get(self, name: str) -> Controller:
+        return self.controllers[name]
+
+    async def start(self, sync_timeout: float | None = 60.0) -> None:
+        await self.informers.start()
+        await self.informers.wait_synced(sync_timeout)
+        for name, c in self.controllers.items():
+            workers = self.ctx.workers_for(name)
+            self._tasks.append(asyncio.create_task(run_workers(c.queue, c.reconcile, workers), name=f"controller-{name}"))
+            event(log, "controller_started", controller=name, workers=workers)
+
+    async def stop(self) -> None:
+        for c in self.controllers.values():
+            c.queue.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.informers.stop()
+        await self.ctx.flush_events()
+
+    async def wait(self) -> None:
+        """Until a controller's worker loop ends (it only does on shutdown or a bug)."""
+        await asyncio.gather(*self._tasks)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", ""), help="kubeconfig of the apiserver")
+    p.add_argument("--master", default="", help="apiserver URL (overrides the kubeconfig's server)")
+    p.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    p.add_argument("--controllers", default="*",
+                   help=f"controllers to run: '*' for all, 'name' to enable, '-name' to disable "
+                        f"(known: {', '.join(CONTROLLERS)})")
+    p.add_argument("--concurrent-workers", type=int, default=0,
+                   help="workers per controller (default: Kubernetes' per-controller defaults)")
+    for flag, default in WORKER_FLAGS.values():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int, default=0, help=f"default {default}")
+    p.add_argument("--min-resync-period", type=float, default=300.0, help="informer relist period in seconds")
+    p.add_argument("--log-level", default="INFO")
+
+
+def workers_from_args(args: argparse.Namespace) -> dict[str, int]:
+    out = {}
+    for name, (flag, default) in WORKER_FLAGS.items():
+        out[name] = getattr(args, flag, 0) or args.concurrent_workers or default
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        names = enabled_controllers(args.controllers)
+        cfg = config.load(args.kubeconfig, args.master)
+    except (ValueError, OSError) as e:
+        print(f"kubenats controllers: {e}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        client = ApiClient(cfg.server, token=cfg.token, ca_file=cfg.ca_file, cert=cfg.cert,
+                           user_agent="kubenats-controller-manager")
+        bus = Bus(args.nats_url, f"kubenats-controllers-{socket.gethostname()}-{os.getpid()}")
+        manager: ControllerManager | None = None
+        try:
+            await bus.connect()
+            manager = ControllerManager(client, bus, names, workers_from_args(args),
+                                        resync_period=args.min_resync_period)
+            event(log, "controller_manager_starting", controllers=names, server=cfg.server)
+            await manager.start(sync_timeout=None)
+            await manager.wait()
+        finally:
+            if manager is not None:
+                await manager.stop()
+            await bus.close()
+            await client.close()
+
+    return run_component("controllers", main, args.log_level)
