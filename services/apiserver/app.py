@@ -2,7 +2,9 @@
 
 The lifespan opens the etcd gateway and the NATS connection, makes sure the JetStream stream
 exists, starts the publisher (etcd watch -> NATS) and the watch hub (NATS -> HTTP watches),
-and creates the namespaces every cluster starts with. Routes delegate to `rest.Rest`.
+and creates what every cluster starts with: the system namespaces and the `kubernetes` Service
+(first IP of the service range, port 443) with its Endpoints and EndpointSlice pointing at this
+apiserver. Routes delegate to `rest.Rest`.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from shared.api.resources import BY_PLURAL, Resource
 from shared.bus import Bus, BusOptions
 from shared.errors import ApiError
 from shared.log import event
 
-from . import auth, discovery
+from . import auth, discovery, openapi, tables
+from .allocator import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, ServiceAllocator
 from .objects import SYSTEM_NAMESPACES, Objects
 from .publisher import Compactor, Publisher
 from .rest import Rest, json_response, status_response
@@ -40,6 +43,8 @@ class Config:
     bind_address: str = "127.0.0.1"
     port: int = 6443
     publish: bool = True
+    service_cluster_ip_range: str = DEFAULT_SERVICE_CIDR
+    service_node_port_range: str = DEFAULT_NODE_PORT_RANGE
     bus_options: BusOptions = field(default_factory=BusOptions)
 
 
@@ -48,9 +53,10 @@ class State:
         self.cfg = cfg
         self.store = Store(cfg.etcd_servers)
         self.bus = Bus(cfg.nats_url, "kubenats-apiserver", cfg.bus_options)
-        self.objects = Objects(self.store)
+        self.allocator = ServiceAllocator(self.store, cfg.service_cluster_ip_range, cfg.service_node_port_range)
+        self.objects = Objects(self.store, self.allocator)
         self.hub = WatchHub(self.bus, self.store.revision, self._fetch)
-        self.rest = Rest(self.objects, self.hub)
+        self.rest = Rest(self.objects, self.hub, render=tables.render)
         self.publisher = Publisher(self.store, self.bus)
         self.compactor = Compactor(self.store, self.publisher)
         self.tasks: list[asyncio.Task[None]] = []
@@ -73,6 +79,56 @@ async def bootstrap(objects: Objects) -> None:
                 raise
 
 
+def kubernetes_service_objects(cluster_ip: str, address: str, port: int) -> list[tuple[Resource, dict[str, Any]]]:
+    """The `kubernetes` Service in `default` and its Endpoints and EndpointSlice (this apiserver)."""
+    svc = {"metadata": {"name": "kubernetes", "namespace": "default",
+                        "labels": {"component": "apiserver", "provider": "kubernetes"}},
+           "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "sessionAffinity": "None",
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}
+    eps = {"metadata": {"name": "kubernetes", "namespace": "default",
+                        "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+           "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
+    eps_slice = {"metadata": {"name": "kubernetes", "namespace": "default",
+                              "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                 "addressType": "IPv6" if ":" in address else "IPv4",
+                 "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+                 "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+    return [(BY_PLURAL[("", "services")], svc), (BY_PLURAL[("", "endpoints")], eps),
+            (BY_PLURAL[("discovery.k8s.io", "endpointslices")], eps_slice)]
+
+
+async def bootstrap_kubernetes_service(objects: Objects, cfg: Config, cluster_ip: str) -> None:
+    """Create the `kubernetes` Service, Endpoints and EndpointSlice, or point them at this apiserver.
+
+    As with kube-apiserver's endpoint reconciler the apiserver that started last wins; kubenats
+    runs one apiserver per cluster, so that is this one. The address is the bind address, or
+    127.0.0.1 when bound to all interfaces."""
+    address = cfg.bind_address if cfg.bind_address not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    for res, body in kubernetes_service_objects(cluster_ip, address, cfg.port):
+        try:
+            await objects.create(res, "default", body)
+            event(log, "kubernetes_service_bootstrapped", resource=res.plural, address=address, port=cfg.port)
+            continue
+        except ApiError as e:
+            if e.code == 422:  # e.g. the first IP is held by another Service after a range change
+                event(log, "kubernetes_service_not_created", logging.ERROR, resource=res.plural, error=e.message)
+                continue
+            if e.code != 409:
+                raise
+        current = await objects.get(res, "default", "kubernetes")
+        if res.plural == "services":
+            if ((current.get("spec") or {}).get("ports") or [{}])[0] == body["spec"]["ports"][0]:
+                continue
+            merged = {**current, "spec": {**(current.get("spec") or {}), "ports": body["spec"]["ports"]}}
+        else:
+            wanted = {k: v for k, v in body.items() if k != "metadata"}
+            if all(current.get(k) == v for k, v in wanted.items()):
+                continue
+            merged = {**current, **wanted}
+        await objects.update(res, "default", "kubernetes", merged)
+        event(log, "kubernetes_service_updated", resource=res.plural, address=address, port=cfg.port)
+
+
 def create_app(cfg: Config) -> FastAPI:
     state = State(cfg)
 
@@ -89,6 +145,7 @@ def create_app(cfg: Config) -> FastAPI:
         for attempt in range(50):
             try:
                 await bootstrap(state.objects)
+                await bootstrap_kubernetes_service(state.objects, cfg, state.allocator.ips.first)
                 break
             except Exception as e:
                 if attempt == 49:
@@ -107,6 +164,7 @@ def create_app(cfg: Config) -> FastAPI:
                     await t
             await state.bus.close()
             await state.store.close()
+            await state.rest.pods.aclose()
             event(log, "apiserver_stopped")
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -153,21 +211,39 @@ def create_app(cfg: Config) -> FastAPI:
     async def group_resources(group: str, version: str, who: auth.Caller = Depends(caller)) -> Response:
         return _resource_list(group, version)
 
+    @app.get("/openapi/v2")
+    async def openapi_v2(request: Request, who: auth.Caller = Depends(caller)) -> Response:
+        return openapi.v2(request.headers.get("accept", ""))
+
+    @app.get("/openapi/v3")
+    async def openapi_v3(who: auth.Caller = Depends(caller)) -> Response:
+        return openapi.v3_index()
+
+    @app.get("/openapi/v3/{path:path}")
+    async def openapi_v3_document(path: str, request: Request, who: auth.Caller = Depends(caller)) -> Response:
+        return openapi.v3_document(path, request.query_params.get("hash"))
+
     # The resource routes carry nearly all traffic: plain Starlette routes (no FastAPI dependency
     # solving per request), with the authentication seam called explicitly.
     async def core(request: Request) -> Response:
         await auth.authenticate(request)
         path = request.path_params["path"]
+        if not path.strip("/") and request.method == "GET":  # `/api/v1/`, as the Python client asks
+            return _resource_list("", "v1")
         return await state.rest.handle(request, "", "v1", [p for p in path.split("/") if p])
 
     async def grouped(request: Request) -> Response:
         await auth.authenticate(request)
         pp = request.path_params
+        if not pp["path"].strip("/") and request.method == "GET":  # `/apis/apps/v1/`
+            return _resource_list(pp["group"], pp["version"])
         return await state.rest.handle(request, pp["group"], pp["version"], [p for p in pp["path"].split("/") if p])
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     app.router.routes.append(Route("/api/v1/{path:path}", core, methods=methods))
     app.router.routes.append(Route("/apis/{group}/{version}/{path:path}", grouped, methods=methods))
+    app.router.routes.append(WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec",
+                                            state.rest.pods.exec_websocket))
 
     return app
 

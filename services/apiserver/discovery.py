@@ -2,10 +2,17 @@
 
 kubectl and client-go find every resource, short name and subresource here before they do
 anything else. Everything is derived from the resource table in `shared.api.resources`.
+
+No `autoscaling` group is listed: kubenats serves no HorizontalPodAutoscalers, and client-go
+treats a group-version with an empty resource list as a discovery failure ("received empty
+response for: autoscaling/v1"). The `deployments/scale` entry names its `autoscaling/v1` `Scale`
+kind itself, which is all the scale client needs.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 from shared.api.resources import ALL_VERBS, GROUP_VERSIONS, RESOURCES
@@ -21,8 +28,8 @@ SUB_VERBS: dict[str, tuple[str, ...]] = {
 }
 VERSION = {
     "major": "1",
-    "minor": "32",
-    "gitVersion": "v1.32.0-kubenats",
+    "minor": "31",
+    "gitVersion": "v1.31.0-kubenats",
     "gitCommit": "kubenats",
     "gitTreeState": "clean",
     "buildDate": "2026-11-26T00:00:00Z",
@@ -30,6 +37,11 @@ VERSION = {
     "compiler": "cpython",
     "platform": "linux/amd64",
 }
+
+
+def storage_version_hash(group: str, version: str, kind: str) -> str:
+    """apiserver's discovery.StorageVersionHash: 8 bytes of sha256("group/version/kind"), base64."""
+    return base64.b64encode(hashlib.sha256(f"{group}/{version}/{kind}".encode()).digest()[:8]).decode()
 
 
 def api_versions() -> dict[str, Any]:
@@ -44,9 +56,6 @@ def api_groups() -> dict[str, Any]:
             continue
         gv = {"groupVersion": f"{group}/{version}", "version": version}
         groups.append({"name": group, "versions": [gv], "preferredVersion": gv})
-    for extra in ("autoscaling",):
-        gv = {"groupVersion": f"{extra}/v1", "version": "v1"}
-        groups.append({"name": extra, "versions": [gv], "preferredVersion": gv})
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
@@ -61,6 +70,7 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": list(r.verbs if r.verbs else ALL_VERBS),
+            "storageVersionHash": storage_version_hash(r.group, r.version, r.kind),
         }
         if r.short_names:
             entry["shortNames"] = list(r.short_names)
@@ -79,8 +89,6 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             elif sub in ("log", "exec"):
                 se["kind"] = "Pod" if sub == "log" else "PodExecOptions"
             entries.append(se)
-    if group == "autoscaling" and version == "v1":
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "autoscaling/v1", "resources": []}
     if not entries:
         return None
     gv = f"{group}/{version}" if group else version

@@ -26,6 +26,7 @@ from shared.api.resources import BY_PLURAL, Resource, storage_key
 from shared.errors import ApiError
 
 from . import schema
+from .allocator import ServiceAllocator, prepare_update
 from .storage import Compacted, KeyExists, RevisionMismatch, Store
 
 GENERATION_KINDS = frozenset({"deployments", "replicasets", "daemonsets", "statefulsets", "jobs", "cronjobs"})
@@ -87,9 +88,19 @@ def decode_continue(token: str) -> tuple[int, str]:
 class Objects:
     """Create, read, update, patch, delete and list any resource in the table."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, allocator: ServiceAllocator | None = None) -> None:
         self.store = store
+        self.allocator = allocator  # ClusterIPs and NodePorts of core Services (None: not allocated)
         self._ns_cache: dict[str, float] = {}
+
+    def _allocates(self, res: Resource) -> bool:
+        return self.allocator is not None and res.plural == "services" and not res.group
+
+    async def _delete_key(self, res: Resource, key: str, obj: dict[str, Any], mod_revision: int) -> int:
+        """Delete a stored object; a Service releases its IP and node ports in the same transaction."""
+        if self.allocator is not None and self._allocates(res):
+            return await self.allocator.delete(key, obj, mod_revision)
+        return await self.store.delete(key, mod_revision)
 
     # ---- reads --------------------------------------------------------------------------
     async def get(self, res: Resource, ns: str, name: str) -> dict[str, Any]:
@@ -211,6 +222,12 @@ class Objects:
         self._validate(res, obj, None)
         if res.namespaced:
             await self._check_namespace(ns)
+        if self.allocator is not None and self._allocates(res):
+            # ClusterIP and NodePorts are claimed in the same etcd transaction as the Service
+            rev = await self.allocator.create(storage_key(res, ns, name), obj, _encode, dry_run=dry_run)
+            if not dry_run:
+                meta["resourceVersion"] = str(rev)
+            return obj, warnings
         if dry_run:
             return obj, warnings
         try:
@@ -358,17 +375,21 @@ class Objects:
             cand = copy.deepcopy(old)
             mutate(cand)
             new = self._merge(res, old, cand, subresource)
+            if self._allocates(res) and not subresource:
+                prepare_update(old, new)  # keep allocated values a client left out; drop type-dependent ones
             if new == old:
                 return old
             # binding sets spec.nodeName, which is otherwise immutable: validate it as a new object
             self._validate(res, new, None if subresource == "binding" else old)
             if dry_run:
+                if self.allocator is not None and self._allocates(res) and not subresource:
+                    await self.allocator.update(key, old, new, kv.mod_revision, _encode, dry_run=True)
                 return new
             if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") and (
                 res.plural != "pods" or new["metadata"].get("deletionGracePeriodSeconds") == 0
             ) and not _spec_finalizers(res, new):
                 try:
-                    rev = await self.store.delete(key, kv.mod_revision)
+                    rev = await self._delete_key(res, key, old, kv.mod_revision)
                 except RevisionMismatch:
                     if retry:
                         continue
@@ -376,7 +397,10 @@ class Objects:
                 new["metadata"]["resourceVersion"] = str(rev)
                 return new
             try:
-                rev = await self.store.update(key, _encode(new), kv.mod_revision)
+                if self.allocator is not None and self._allocates(res) and not subresource:
+                    rev = await self.allocator.update(key, old, new, kv.mod_revision, _encode)
+                else:
+                    rev = await self.store.update(key, _encode(new), kv.mod_revision)
             except RevisionMismatch as e:
                 if e.current is None:
                     raise errors.not_found(res.plural, name, res.group) from None
@@ -471,7 +495,7 @@ class Objects:
                 if dry_run:
                     return obj, True
                 try:
-                    rev = await self.store.delete(key, kv.mod_revision)
+                    rev = await self._delete_key(res, key, obj, kv.mod_revision)
                 except RevisionMismatch:
                     continue
                 meta["resourceVersion"] = str(rev)

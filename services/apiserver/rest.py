@@ -25,6 +25,7 @@ from shared.errors import ApiError
 from shared.log import event
 
 from .objects import Objects, to_scale
+from .podproxy import PodProxy
 from .watch import Watcher, WatchHub
 
 log = logging.getLogger("kubenats.rest")
@@ -44,6 +45,16 @@ def json_response(body: Any, code: int = 200, warnings: list[str] | None = None)
 def status_response(e: ApiError) -> Response:
     headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
     return Response(orjson.dumps(e.status()), status_code=e.code, media_type=JSON, headers=headers)
+
+
+# Registries that set ReturnDeletedObject in kube-apiserver: the deleted object is the response.
+RETURN_DELETED_OBJECT = frozenset({("", "pods"), ("", "services"), ("", "serviceaccounts"), ("", "namespaces")})
+
+
+def deleted_status(res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    details = {"name": meta.get("name", ""), "group": res.group, "kind": res.plural, "uid": meta.get("uid", "")}
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
 
 
 @dataclass
@@ -90,6 +101,10 @@ async def read_body(request: Request) -> Any:
     if not raw.strip():
         raise errors.bad_request("the request body is empty")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("application/vnd.kubernetes.protobuf", "application/cbor", "application/apply-patch+cbor"):
+        # kubectl's typed clients (create deployment/configmap/namespace, run) send protobuf
+        raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                       "media types include: application/json, application/yaml")
     if ctype in ("application/yaml", "application/x-yaml", "text/yaml", "application/apply-patch+yaml"):
         try:
             return yaml.safe_load(raw)
@@ -136,10 +151,12 @@ def _dry_run(request: Request) -> bool:
 
 
 class Rest:
-    def __init__(self, objects: Objects, hub: WatchHub, render: Renderer | None = None) -> None:
+    def __init__(self, objects: Objects, hub: WatchHub, render: Renderer | None = None,
+                 pods: PodProxy | None = None) -> None:
         self.objects = objects
         self.hub = hub
         self.render = render
+        self.pods = pods or PodProxy(objects)
 
     async def handle(self, request: Request, group: str, version: str, parts: list[str]) -> Response:
         started = time.perf_counter()
@@ -158,11 +175,12 @@ class Rest:
         return resp
 
     async def _dispatch(self, request: Request, t: Target) -> Response:
+        if t.res.plural == "pods" and t.sub in ("log", "exec"):
+            # proxied to the pod's kubelet (before read_body: a POST exec has no body)
+            return await self.pods.handle(request, t.namespace, t.name, t.sub)
         m = request.method
         o = self.objects
         if m == "GET":
-            if t.sub in ("log", "exec"):
-                raise ApiError(503, "ServiceUnavailable", f"pods/{t.sub} is served once the kubelet is connected")
             if not t.name:
                 if _bool(request, "watch"):
                     return self._watch(request, t)
@@ -228,7 +246,11 @@ class Rest:
                         v.lower() == "true" if q == "orphanDependents" else v)
             if not t.name:
                 return await self._delete_collection(request, t, options)
-            obj, _gone = await o.delete(t.res, t.namespace, t.name, options, dry_run=_dry_run(request))
+            obj, gone = await o.delete(t.res, t.namespace, t.name, options, dry_run=_dry_run(request))
+            if gone and (t.res.group, t.res.plural) not in RETURN_DELETED_OBJECT:
+                # kube-apiserver's Store answers an immediate delete with a Status whose details carry
+                # the uid (kubectl delete reads it); a pending delete returns the object
+                return json_response(deleted_status(t.res, obj))
             return json_response(self._render_one(request, t.res, obj), 200)
         raise errors.method_not_allowed()
 
@@ -303,8 +325,9 @@ class Rest:
 
         def render(etype: str, obj: dict[str, Any], raw: bytes | None) -> bytes:
             if self.render is not None:
-                obj = self.render(request, t.res, obj)
-                raw = None
+                rendered = self.render(request, t.res, obj)
+                if rendered is not obj:  # a Table or metadata: the published bytes no longer fit
+                    obj, raw = rendered, None
             if raw is not None:
                 return raw + b"\n"
             return orjson.dumps({"type": etype, "object": obj}) + b"\n"

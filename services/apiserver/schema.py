@@ -56,7 +56,7 @@ def check(api_version: str, kind: str, obj: dict[str, Any], mode: str) -> list[s
             paths = [_path(err["loc"]) for err in unknown]
             if mode == "Strict":
                 fields = ", ".join(f'unknown field "{p}"' for p in paths)
-                raise ApiError(400, "BadRequest", f".{kind} in version \"{api_version.rpartition('/')[2]}\" "
+                raise ApiError(400, "BadRequest", f"{kind} in version \"{api_version.rpartition('/')[2]}\" "
                                f"cannot be handled as a {kind}: strict decoding error: {fields}") from None
             for err in sorted(unknown, key=lambda x: len(x["loc"]), reverse=True):
                 _drop(obj, err["loc"])
