@@ -18,7 +18,7 @@ def start_up(data: Path, ports: dict[str, int], disable: str) -> subprocess.Pope
     argv = [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data),
             "--api-port", str(ports["api"]), "--etcd-port", str(ports["etcd"]), "--nats-port", str(ports["nats"]),
             "--disable", disable]
-    log = open(data.parent / "up.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(data.parent / "up.log", "ab")  # handed to the child, closed with it
     return subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
