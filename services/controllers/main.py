@@ -25,9 +25,14 @@ from shared.workqueue import run_workers
 
 from . import config
 from .base import Controller, ControllerContext, SharedInformers
+from .daemonset import DaemonSetController
 from .deployment import DeploymentController
+from .endpoints import EndpointsController
+from .endpointslice import EndpointSliceController
 from .garbagecollector import GarbageCollector
+from .job import JobController
 from .namespace import NamespaceController
+from .nodelifecycle import NodeLifecycleController
 from .replicaset import ReplicaSetController
 
 log = logging.getLogger("kubenats.controllers")
@@ -37,11 +42,35 @@ CONTROLLERS: dict[str, Callable[[ControllerContext], Controller]] = {
     "deployment": DeploymentController,
     "garbagecollector": GarbageCollector,
     "namespace": NamespaceController,
+    "endpoint": EndpointsController,
+    "endpointslice": EndpointSliceController,
+    "nodelifecycle": NodeLifecycleController,
+    "daemonset": DaemonSetController,
+    "job": JobController,
 }
 DISABLED_BY_DEFAULT: frozenset[str] = frozenset()
 # kube-controller-manager's per-controller concurrency flags and their defaults
 WORKER_FLAGS = {"replicaset": ("concurrent_replicaset_syncs", 5), "deployment": ("concurrent_deployment_syncs", 5),
-                "garbagecollector": ("concurrent_gc_syncs", 20), "namespace": ("concurrent_namespace_syncs", 10)}
+                "garbagecollector": ("concurrent_gc_syncs", 20), "namespace": ("concurrent_namespace_syncs", 10),
+                "endpoint": ("concurrent_endpoint_syncs", 5), "endpointslice": ("concurrent_service_endpoint_syncs", 5),
+                "daemonset": ("concurrent_daemonset_syncs", 2), "job": ("concurrent_job_syncs", 5)}
+# Settings of single controllers, by kube-controller-manager's flag names (durations in seconds or
+# with a unit, "40s"): (controller, attribute, flag, default, help).
+CONTROLLER_FLAGS: list[tuple[str, str, str, float, str]] = [
+    ("nodelifecycle", "monitor_period", "node-monitor-period", 5.0, "how often node health is checked"),
+    ("nodelifecycle", "grace_period", "node-monitor-grace-period", 40.0,
+     "how long a node may stay silent (no Lease renewal, no status) before it is marked Unknown"),
+    ("nodelifecycle", "startup_grace_period", "node-startup-grace-period", 60.0,
+     "how long a new node may take to post its first status"),
+    ("nodelifecycle", "eviction_rate", "node-eviction-rate", 0.1, "nodes per second tainted for eviction, per zone"),
+    ("nodelifecycle", "secondary_eviction_rate", "secondary-node-eviction-rate", 0.01,
+     "nodes per second tainted in a large zone that is partially down"),
+    ("nodelifecycle", "large_cluster_threshold", "large-cluster-size-threshold", 50,
+     "zone size above which the secondary eviction rate applies (smaller zones stop evicting)"),
+    ("nodelifecycle", "unhealthy_zone_threshold", "unhealthy-zone-threshold", 0.55,
+     "fraction of not-ready nodes (at least 3) that makes a zone partially down"),
+    ("endpointslice", "max_endpoints_per_slice", "max-endpoints-per-slice", 100, "endpoints per EndpointSlice"),
+]
 
 
 def enabled_controllers(spec: str | list[str]) -> list[str]:
@@ -120,7 +149,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for flag, default in WORKER_FLAGS.values():
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int, default=0, help=f"default {default}")
     p.add_argument("--min-resync-period", type=float, default=300.0, help="informer relist period in seconds")
+    for _name, _attr, flag, value, text in CONTROLLER_FLAGS:
+        kind = int if isinstance(value, int) else duration if flag.endswith(("period", "grace-period")) else float
+        p.add_argument("--" + flag, type=kind, default=value, help=f"{text} (default {value})")
     p.add_argument("--log-level", default="INFO")
+
+
+def duration(text: str) -> float:
+    """A flag duration: seconds, or a number with a unit as Go writes them ("500ms", "40s", "5m", "1h")."""
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    for unit, factor in units:
+        if text.endswith(unit) and text[:-len(unit)].replace(".", "", 1).isdigit():
+            return float(text[:-len(unit)]) * factor
+    return float(text)
+
+
+def apply_controller_flags(manager: ControllerManager, args: argparse.Namespace) -> None:
+    """Hand the CONTROLLER_FLAGS values to the running controllers."""
+    for name, attr, flag, _value, _text in CONTROLLER_FLAGS:
+        if name in manager.controllers:
+            setattr(manager.controllers[name], attr, getattr(args, flag.replace("-", "_")))
 
 
 def workers_from_args(args: argparse.Namespace) -> dict[str, int]:
@@ -147,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             await bus.connect()
             manager = ControllerManager(client, bus, names, workers_from_args(args),
                                         resync_period=args.min_resync_period)
+            apply_controller_flags(manager, args)
             event(log, "controller_manager_starting", controllers=names, server=cfg.server)
             await manager.start(sync_timeout=None)
             await manager.wait()

@@ -43,9 +43,10 @@ def running_status(pod: dict[str, Any], node_index: int, pod_index: int) -> dict
                    "started": True, "restartCount": 0, "containerID": f"fake://{pod['metadata'].get('uid', '')}-{i}",
                    "state": {"running": {"startedAt": now}}}
                   for i, c in enumerate((pod.get("spec") or {}).get("containers") or [])]
-    ip = f"10.{node_index % 250}.{pod_index // 250 % 250}.{pod_index % 250 + 1}"
+    # fake addresses stay on this machine (the network rule): loopback only
+    ip = f"127.{node_index % 250 + 1}.{pod_index // 250 % 250}.{pod_index % 250 + 1}"
     return {"phase": "Running", "conditions": conds, "containerStatuses": containers, "startTime": now,
-            "hostIP": f"192.168.0.{node_index + 1}", "podIP": ip, "podIPs": [{"ip": ip}],
+            "hostIP": f"127.0.1.{node_index + 1}", "podIP": ip, "podIPs": [{"ip": ip}],
             "qosClass": (pod.get("status") or {}).get("qosClass", "BestEffort")}
 
 

@@ -15,24 +15,25 @@ from services.controllers import config
 from services.controllers.base import OwnWrites
 from services.controllers.main import add_arguments, enabled_controllers, workers_from_args
 
-ALL = ["replicaset", "deployment", "garbagecollector", "namespace"]
+ALL = ["replicaset", "deployment", "garbagecollector", "namespace", "endpoint", "endpointslice", "nodelifecycle",
+       "daemonset", "job"]
 
 
 @pytest.mark.parametrize(("spec", "want"), [
     ("*", ALL),
     ("", []),
-    ("*,-garbagecollector", ["replicaset", "deployment", "namespace"]),
-    ("-garbagecollector,*", ["replicaset", "deployment", "namespace"]),
+    ("*,-garbagecollector", [c for c in ALL if c != "garbagecollector"]),
+    ("-garbagecollector,*", [c for c in ALL if c != "garbagecollector"]),
     ("replicaset,deployment", ["replicaset", "deployment"]),
     ("namespace,-namespace", ["namespace"]),  # first match wins
-    ("-namespace,namespace,*", ["replicaset", "deployment", "garbagecollector"]),
-    (" * , -deployment ", ["replicaset", "garbagecollector", "namespace"]),
+    ("-namespace,namespace,*", [c for c in ALL if c != "namespace"]),
+    (" * , -deployment ", [c for c in ALL if c != "deployment"]),
 ])
 def test_enabled_controllers(spec: str, want: list[str]) -> None:
     assert enabled_controllers(spec) == want
 
 
-@pytest.mark.parametrize("spec", ["*,-nodelifecycle", "bogus", "-*x"])
+@pytest.mark.parametrize("spec", ["*,-nosuchcontroller", "bogus", "-*x"])
 def test_unknown_controllers_are_rejected(spec: str) -> None:
     with pytest.raises(ValueError, match="not in the list of known controllers"):
         enabled_controllers(spec)
@@ -52,9 +53,11 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_worker_flags() -> None:
-    assert workers_from_args(parse()) == {"replicaset": 5, "deployment": 5, "garbagecollector": 20, "namespace": 10}
+    assert workers_from_args(parse()) == {"replicaset": 5, "deployment": 5, "garbagecollector": 20, "namespace": 10,
+                                          "endpoint": 5, "endpointslice": 5, "daemonset": 2, "job": 5}
     assert workers_from_args(parse("--concurrent-workers", "2", "--concurrent-gc-syncs", "7")) == {
-        "replicaset": 2, "deployment": 2, "garbagecollector": 7, "namespace": 2}
+        "replicaset": 2, "deployment": 2, "garbagecollector": 7, "namespace": 2, "endpoint": 2, "endpointslice": 2,
+        "daemonset": 2, "job": 2}
 
 
 def test_kubeconfig(tmp_path: Path) -> None:
