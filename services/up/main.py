@@ -157,7 +157,8 @@ async def up(args: argparse.Namespace, data: Path, binaries: dict[str, str], dis
             children.append(c)
             await wait_port(port, c)
         api = Child("apiserver", [*py, "apiserver", "--etcd-servers", etcd_url, "--nats-url", nats_url,
-                                  "--bind-address", "127.0.0.1", "--port", str(args.api_port)])
+                                  "--bind-address", "127.0.0.1", "--port", str(args.api_port),
+                                  "--service-cluster-ip-range", args.service_cluster_ip_range])
         await api.start()
         children.append(api)
         await wait_ready(api_url, api)

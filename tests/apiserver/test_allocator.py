@@ -285,30 +285,28 @@ async def test_concurrent_requests_for_one_ip_and_port_have_one_winner(api: http
     async def create(i: int, **spec: Any) -> httpx.Response:
         return await api.post(f"/api/v1/namespaces/{ns}/services", json=nodeport_service(f"w{i}", **spec))
 
-    rs = await asyncio.gather(*(create(i, clusterIP="10.0.0.77") for i in range(20)))
+    rs = await asyncio.gather(*(create(i, clusterIP="10.0.0.207") for i in range(20)))
     assert sorted(r.status_code for r in rs) == [201] + [422] * 19
     loser = next(r for r in rs if r.status_code == 422).json()
-    assert loser["message"].endswith('spec.clusterIPs: Invalid value: []string{"10.0.0.77"}: '
-                                     "failed to allocate IP 10.0.0.77: provided IP is already allocated")
+    assert loser["message"].endswith('spec.clusterIPs: Invalid value: []string{"10.0.0.207"}: '
+                                     "failed to allocate IP 10.0.0.207: provided IP is already allocated")
     assert loser["details"]["causes"][0]["field"] == "spec.clusterIPs"
-    rs = await asyncio.gather(*(create(100 + i, ports=[{"port": 80, "nodePort": 30077}]) for i in range(20)))
+    rs = await asyncio.gather(*(create(100 + i, ports=[{"port": 80, "nodePort": 30177}]) for i in range(20)))
     assert sorted(r.status_code for r in rs) == [201] + [422] * 19
 
 
 async def test_requested_values_honoured_or_refused(api: httpx.AsyncClient, ns: str) -> None:
     coll = f"/api/v1/namespaces/{ns}/services"
-    r = await api.post(coll, json=nodeport_service("a", clusterIP="10.0.0.5", ports=[{"port": 80, "nodePort": 30073}]))
-    if r.status_code == 422:  # another test run on this cluster holds them: free values of our own
-        pytest.fail(r.text)
+    r = await api.post(coll, json=nodeport_service("a", clusterIP="10.0.0.205", ports=[{"port": 80, "nodePort": 30173}]))
     assert r.status_code == 201, r.text
-    assert r.json()["spec"]["clusterIP"] == "10.0.0.5" and r.json()["spec"]["ports"][0]["nodePort"] == 30073
-    r = await api.post(coll, json=nodeport_service("b", clusterIP="10.0.0.5"))
+    assert r.json()["spec"]["clusterIP"] == "10.0.0.205" and r.json()["spec"]["ports"][0]["nodePort"] == 30173
+    r = await api.post(coll, json=nodeport_service("b", clusterIP="10.0.0.205"))
     assert r.status_code == 422
-    assert r.json()["message"] == ('Service "b" is invalid: spec.clusterIPs: Invalid value: []string{"10.0.0.5"}: '
-                                   "failed to allocate IP 10.0.0.5: provided IP is already allocated")
-    r = await api.post(coll, json=nodeport_service("b", ports=[{"port": 80, "nodePort": 30073}]))
+    assert r.json()["message"] == ('Service "b" is invalid: spec.clusterIPs: Invalid value: []string{"10.0.0.205"}: '
+                                   "failed to allocate IP 10.0.0.205: provided IP is already allocated")
+    r = await api.post(coll, json=nodeport_service("b", ports=[{"port": 80, "nodePort": 30173}]))
     assert r.status_code == 422
-    assert r.json()["message"] == ('Service "b" is invalid: spec.ports[0].nodePort: Invalid value: 30073: '
+    assert r.json()["message"] == ('Service "b" is invalid: spec.ports[0].nodePort: Invalid value: 30173: '
                                    "provided port is already allocated")
     r = await api.post(coll, json=nodeport_service("b", clusterIP="10.9.0.5"))
     assert r.status_code == 422 and "is not in the valid range. The range of valid IPs is 10.0.0.0/16" in r.json()["message"]
@@ -325,28 +323,28 @@ async def test_requested_values_honoured_or_refused(api: httpx.AsyncClient, ns: 
 
 async def test_delete_and_type_change_release(api: httpx.AsyncClient, ns: str) -> None:
     coll = f"/api/v1/namespaces/{ns}/services"
-    r = await api.post(coll, json=nodeport_service("a", clusterIP="10.0.0.6", ports=[{"port": 80, "nodePort": 30074}]))
+    r = await api.post(coll, json=nodeport_service("a", clusterIP="10.0.0.206", ports=[{"port": 80, "nodePort": 30174}]))
     assert r.status_code == 201, r.text
     # NodePort -> ClusterIP releases the node port (the client sends the object back unchanged otherwise)
     cur = r.json()
     cur["spec"]["type"] = "ClusterIP"
     r = await api.put(f"{coll}/a", json=cur)
     assert r.status_code == 200, r.text
-    assert "nodePort" not in r.json()["spec"]["ports"][0] and r.json()["spec"]["clusterIP"] == "10.0.0.6"
-    r = await api.post(coll, json=nodeport_service("b", ports=[{"port": 80, "nodePort": 30074}]))
+    assert "nodePort" not in r.json()["spec"]["ports"][0] and r.json()["spec"]["clusterIP"] == "10.0.0.206"
+    r = await api.post(coll, json=nodeport_service("b", ports=[{"port": 80, "nodePort": 30174}]))
     assert r.status_code == 201, r.text
     # a PUT that leaves clusterIP and nodePort out keeps them (kubectl apply)
     r = await api.put(f"{coll}/b", json=nodeport_service("b"))
     assert r.status_code == 200, r.text
-    assert r.json()["spec"]["ports"][0]["nodePort"] == 30074
+    assert r.json()["spec"]["ports"][0]["nodePort"] == 30174
     # deletion releases the IP
     r = await api.delete(f"{coll}/a")
     assert r.status_code == 200
-    r = await api.post(coll, json=nodeport_service("c", clusterIP="10.0.0.6"))
+    r = await api.post(coll, json=nodeport_service("c", clusterIP="10.0.0.206"))
     assert r.status_code == 201, r.text
     # deleting the namespace's services one by one frees the node port too
     assert (await api.delete(f"{coll}/b")).status_code == 200
-    r = await api.post(coll, json=nodeport_service("d", ports=[{"port": 80, "nodePort": 30074}]))
+    r = await api.post(coll, json=nodeport_service("d", ports=[{"port": 80, "nodePort": 30174}]))
     assert r.status_code == 201, r.text
 
 
@@ -418,7 +416,8 @@ def test_allocations_persist_across_restarts_and_replicas() -> None:
         r = api.post("/api/v1/namespaces/default/services", json=nodeport_service("next"))
         assert r.status_code == 201, r.text
         assert r.json()["spec"]["clusterIP"] == taken["clusterIP"]
-        assert r.json()["spec"]["ports"][0]["nodePort"] not in (ports | {free_port}) - {taken["ports"][0]["nodePort"]}
+        held = (ports - {taken["ports"][0]["nodePort"], gone["ports"][0]["nodePort"]}) | {free_port}
+        assert r.json()["spec"]["ports"][0]["nodePort"] not in held
         # the kubernetes Service survived the restart unchanged
         assert api.get("/api/v1/namespaces/default/services/kubernetes").json()["spec"]["clusterIP"] == "10.0.0.1"
     finally:
