@@ -1,0 +1,328 @@
+"""`kubenats kubelet`: flags to one kubelet on Docker, or to many hollow kubelets in one process.
+
+Why this exists: `services/cli.py` runs each component through `add_arguments` / `run`. This
+module turns upstream-named flags into a `KubeletConfig`, builds the runtime (`DockerRuntime`, or
+`HollowRuntime` for `--runtime hollow`), and runs one `Kubelet` per node. With `--hollow-nodes N`
+one process hosts N hollow nodes `<node-name>-<i>` that share one NATS connection, one API client,
+one status manager and one Node informer, with their lease renewals spread evenly over the
+interval. The kubelet starts even when neither the API server nor NATS answers (static pods run
+regardless); NATS is connected in the background and the pod informers start once it is up.
+
+The logs/exec server lives in `services/kubelet/server.py` (another module's job): when that
+module exists and exposes `KubeletServer(runtime, node_name, bind_address, port)` with
+`async start()` / `async stop()`, it is started here for a single node; otherwise a log line says
+it was skipped. It finds a pod's containers through `runtime.list_containers()` (each status
+carries pod namespace, pod name and container name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.kubelet.apiclient import clients
+from services.kubelet.config import DEFAULT_PAUSE_IMAGE, KubeletConfig
+from services.kubelet.kubelet import Kubelet
+from services.kubelet.runtime_types import ContainerRuntime
+from services.kubelet.status import StatusManager
+from shared import bus as busmod
+from shared.api.resources import BY_PLURAL
+from shared.informer import Informer
+from shared.log import event
+from shared.recorder import EventRecorder
+from shared.runner import run_component
+
+log = logging.getLogger("kubenats.kubelet.main")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """A Go duration ("10s", "1m30s", "500ms") or plain seconds."""
+    text = text.strip()
+    with contextlib.suppress(ValueError):
+        return float(text)
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
+    return total
+
+
+def labels(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        k, _, v = part.partition("=")
+        out[k] = v
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--master", default="", help="the apiserver URL (overrides --kubeconfig)")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", ""))
+    p.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    p.add_argument("--node-name", default="", help="default: the hostname, lowercased")
+    p.add_argument("--hostname-override", default="", help="alias of --node-name")
+    p.add_argument("--node-ip", default="", help="InternalIP (default: the primary IPv4; hollow: loopback)")
+    p.add_argument("--node-labels", type=labels, default={})
+    p.add_argument("--runtime", choices=["docker", "hollow"], default="docker")
+    p.add_argument("--pod-manifest-path", default="", help="folder of static pod manifests")
+    p.add_argument("--root-dir", default="/var/lib/kubenats/kubelet")
+    p.add_argument("--pod-infra-container-image", default=DEFAULT_PAUSE_IMAGE)
+    p.add_argument("--address", default="0.0.0.0", help="bind address of the kubelet server")
+    p.add_argument("--port", type=int, default=10250)
+    p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("--hollow-nodes", type=int, default=1, help="hollow nodes in this process (<node-name>-<i>)")
+    p.add_argument("--hollow-node-cpu", default="8")
+    p.add_argument("--hollow-node-memory", default="32Gi")
+    p.add_argument("--node-lease-renew-interval", type=duration, default=10.0)
+    p.add_argument("--node-lease-duration-seconds", type=int, default=40)
+    p.add_argument("--node-status-update-frequency", type=duration, default=10.0)
+    p.add_argument("--node-status-report-frequency", type=duration, default=60.0)
+    p.add_argument("--sync-frequency", type=duration, default=60.0)
+    p.add_argument("--file-check-frequency", type=duration, default=2.0)
+    p.add_argument("--pleg-relist-period", type=duration, default=1.0)
+    p.add_argument("--housekeeping-interval", type=duration, default=2.0)
+    p.add_argument("--pod-resync-period", type=duration, default=300.0)
+    p.add_argument("--crash-loop-backoff-base", type=duration, default=10.0)
+    p.add_argument("--crash-loop-backoff-max", type=duration, default=300.0)
+    p.add_argument("--image-pull-backoff-base", type=duration, default=10.0)
+    p.add_argument("--image-pull-backoff-max", type=duration, default=300.0)
+    p.add_argument("--api-retry-max", type=duration, default=10.0,
+                   help="cap of the back-off between API retries while the API server is away")
+    p.add_argument("--log-level", default="INFO")
+
+
+def _api(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    server, kwargs = "", dict[str, Any]()
+    if args.kubeconfig:
+        cfg = yaml.safe_load(Path(args.kubeconfig).read_text()) or {}
+        current = cfg.get("current-context")
+        ctx = next((c.get("context") or {} for c in cfg.get("contexts") or () if c.get("name") == current), {})
+        cluster = next((c.get("cluster") or {} for c in cfg.get("clusters") or ()
+                        if c.get("name") == ctx.get("cluster")), {})
+        user = next((u.get("user") or {} for u in cfg.get("users") or () if u.get("name") == ctx.get("user")), {})
+        server = str(cluster.get("server") or "")
+        if user.get("token"):
+            kwargs["token"] = user["token"]
+        if cluster.get("certificate-authority"):
+            kwargs["ca_file"] = cluster["certificate-authority"]
+    return args.master or server or "http://127.0.0.1:6443", kwargs
+
+
+def hollow_ip(index: int) -> str:
+    """A loopback InternalIP per hollow node: 127.1.x.y (index 0 -> 127.1.0.1)."""
+    n = index + 1
+    return f"127.1.{(n >> 8) & 255}.{n & 255}"
+
+
+def configs(args: argparse.Namespace) -> list[KubeletConfig]:
+    base = (args.node_name or args.hostname_override or socket.gethostname()).lower()
+    hollow = args.runtime == "hollow"
+    count = max(1, args.hollow_nodes) if hollow else 1
+    out = []
+    for i in range(count):
+        name = base if count == 1 else f"{base}-{i}"
+        root = Path(args.root_dir) if count == 1 else Path(args.root_dir) / name
+        out.append(KubeletConfig(
+            node_name=name, root_dir=root, pause_image=args.pod_infra_container_image,
+            pod_manifest_path=args.pod_manifest_path if count == 1 else "",
+            node_ip=args.node_ip if count == 1 else hollow_ip(i), port=args.port, hollow=hollow,
+            cpu=args.hollow_node_cpu if hollow else "", memory=args.hollow_node_memory if hollow else "",
+            max_pods=args.max_pods, node_labels=dict(args.node_labels),
+            crash_backoff_base=args.crash_loop_backoff_base, crash_backoff_max=args.crash_loop_backoff_max,
+            image_backoff_base=args.image_pull_backoff_base, image_backoff_max=args.image_pull_backoff_max,
+            pleg_period=args.pleg_relist_period, sync_frequency=args.sync_frequency,
+            housekeeping_period=args.housekeeping_interval, file_check_frequency=args.file_check_frequency,
+            pod_resync_period=args.pod_resync_period, node_lease_renew_interval=args.node_lease_renew_interval,
+            node_lease_duration=args.node_lease_duration_seconds,
+            node_lease_offset=args.node_lease_renew_interval * i / count,
+            node_status_update_frequency=args.node_status_update_frequency,
+            node_status_report_frequency=args.node_status_report_frequency, api_retry_max=args.api_retry_max,
+        ))
+    return out
+
+
+def make_runtime(cfg: KubeletConfig) -> ContainerRuntime:
+    if cfg.hollow:
+        from services.kubelet.hollow import HollowRuntime
+
+        return HollowRuntime(node_name=cfg.node_name, images=[cfg.pause_image])
+    from services.kubelet.runtime import DockerRuntime
+
+    return DockerRuntime(node_name=cfg.node_name)
+
+
+class BusConnector:
+    """One NATS connection, made in the background and retried until NATS answers."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self._task: asyncio.Task[busmod.Bus] | None = None
+
+    async def _connect(self) -> busmod.Bus:
+        delay = 0.5
+        while True:
+            bus = busmod.Bus(self.url, self.name)
+            try:
+                await bus.connect(timeout=3.0)
+                event(log, "nats_connected", url=self.url)
+                return bus
+            except ConnectionError as e:
+                event(log, "nats_unavailable", logging.WARNING, url=self.url, error=str(e), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def get(self) -> busmod.Bus:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._connect())
+        return await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            return
+        with contextlib.suppress(Exception):
+            await self._task.result().close()
+
+
+async def start_server(runtime: ContainerRuntime, cfg: KubeletConfig, bind: str) -> Any:
+    """The logs/exec server, if `services.kubelet.server` provides one (None otherwise)."""
+    try:
+        mod = importlib.import_module("services.kubelet.server")
+    except ModuleNotFoundError as e:
+        if e.name != "services.kubelet.server":
+            raise
+        event(log, "kubelet_server_skipped", reason="services.kubelet.server does not exist yet")
+        return None
+    cls = getattr(mod, "KubeletServer", None)
+    if cls is None:
+        event(log, "kubelet_server_skipped", reason="services.kubelet.server has no KubeletServer")
+        return None
+    server = cls(runtime, cfg.node_name, bind, cfg.port)
+    await server.start()
+    event(log, "kubelet_server_started", address=bind, port=cfg.port)
+    return server
+
+
+async def run_fleet(cfgs: list[KubeletConfig], server: str, client_kwargs: dict[str, Any], nats_url: str,
+                    bind: str = "0.0.0.0") -> None:
+    """Run the kubelets of `cfgs` until cancelled, sharing the API client and NATS connection."""
+    client, heartbeat = clients(server, cfgs[0].node_name, nodes=len(cfgs), **client_kwargs)
+    connector = BusConnector(nats_url, f"kubenats-kubelet-{cfgs[0].node_name}")
+    status = StatusManager(client, workers=min(32, 4 * len(cfgs)), retry_max=cfgs[0].api_retry_max)
+    fleet = len(cfgs) > 1
+    runtimes = [make_runtime(cfg) for cfg in cfgs]
+    http_server: Any = None
+    if not fleet:
+        try:
+            http_server = await start_server(runtimes[0], cfgs[0], bind)
+        except OSError as e:  # e.g. the port is taken: pods matter more than logs/exec
+            event(log, "kubelet_server_failed", logging.ERROR, address=bind, port=cfgs[0].port, error=str(e))
+        bound = getattr(http_server, "port", None)
+        if isinstance(bound, int) and bound != cfgs[0].port:
+            cfgs = [dataclasses.replace(cfgs[0], port=bound)]  # --port 0: report the port we got
+    kubelets = [Kubelet(cfg, rt, client=client, status=status, heartbeat_client=heartbeat,
+                        recorder=EventRecorder(client, "kubelet", cfg.node_name), node_informer=not fleet)
+                for cfg, rt in zip(cfgs, runtimes, strict=True)]
+    # a fleet starts gradually (about 100 nodes a second), so registrations do not arrive as one burst
+    spread = len(cfgs) / 100.0 if fleet else 0.0
+
+    async def run_one(i: int, k: Kubelet) -> None:
+        await asyncio.sleep(spread * i / len(cfgs))
+        await k.run(connector.get)
+
+    node_informer: Informer | None = None
+
+    async def shared_node_informer() -> None:
+        nonlocal node_informer
+        agents = {k.cfg.node_name: k.node for k in kubelets if k.node is not None}
+        bus = await connector.get()
+        inf = Informer(bus, client, BY_PLURAL[("", "nodes")], label_selector="kubenats.io/hollow=true",
+                       subject="kube.events.core.nodes._.*", resync_period=cfgs[0].pod_resync_period)
+
+        def changed(obj: dict[str, Any], gone: bool) -> None:
+            agent = agents.get(str((obj.get("metadata") or {}).get("name")))
+            if agent is not None:
+                agent.node_changed(None if gone else obj)
+
+        inf.add_handler(lambda o: changed(o, False), lambda _o, n: changed(n, False), lambda o: changed(o, True))
+        node_informer = inf
+        await inf.start()
+        await asyncio.Event().wait()
+
+    lag = [0.0]
+
+    async def loop_lag() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.25)
+            lag[0] = max(lag[0], loop.time() - t - 0.25)
+
+    async def fleet_stats() -> None:
+        """One log line a minute about the fleet's heartbeats and event-loop lag."""
+        while True:
+            await asyncio.sleep(60)
+            agents = [k.node for k in kubelets if k.node is not None]
+            event(log, "fleet_stats", nodes=len(agents), renewals=sum(a.renewals for a in agents),
+                  renew_failures=sum(a.renew_failures for a in agents),
+                  late_renewals=sum(a.late_renewals for a in agents),
+                  max_renew_gap_s=round(max((a.max_renew_gap for a in agents), default=0.0), 2),
+                  status_posts=sum(a.status_posts for a in agents), status_writes=status.writes,
+                  pods=sum(len(k.pods) for k in kubelets), max_loop_lag_s=round(lag[0], 3))
+            lag[0] = 0.0
+
+    status.start()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for i, k in enumerate(kubelets):
+                tg.create_task(run_one(i, k), name=f"kubelet {k.cfg.node_name}")
+            if fleet:
+                tg.create_task(shared_node_informer(), name="hollow node informer")
+                tg.create_task(fleet_stats(), name="fleet stats")
+                tg.create_task(loop_lag(), name="loop lag")
+    finally:
+        if http_server is not None:
+            with contextlib.suppress(Exception):
+                await http_server.stop()
+        if node_informer is not None:
+            await node_informer.stop()
+        await status.stop()
+        await connector.close()
+        await client.close()
+        await heartbeat.close()
+        for k in kubelets:
+            close = getattr(k.runtime, "close", None)
+            if close is not None:
+                close()
+
+
+def run(args: argparse.Namespace) -> int:
+    server, kwargs = _api(args)
+    cfgs = configs(args)
+
+    async def main() -> None:
+        await run_fleet(cfgs, server, kwargs, args.nats_url, args.address)
+
+    return run_component("kubelet", main, args.log_level)

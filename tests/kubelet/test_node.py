@@ -1,0 +1,189 @@
+"""The Node object, its heartbeat Lease, and hollow nodes (many in one process, no Docker).
+
+Node registration and the heartbeat do not depend on the runtime, so most of this runs on hollow
+kubelets: fast, no containers. One test checks what only a Docker node reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.kubelet.images import ensure_test_images
+from tests.kubelet.test_kubelet_helpers import (
+    KubeletProc,
+    container,
+    create_pod,
+    get_pod,
+    pod_manifest,
+    remove_node_containers,
+    running_and_ready,
+    unique_node,
+    wait_for,
+    wait_pod,
+)
+from tests.servers import Cluster
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+
+
+async def get_node(api: httpx.AsyncClient, name: str) -> dict[str, Any] | None:
+    r = await api.get(f"/api/v1/nodes/{name}")
+    return r.json() if r.status_code == 200 else None
+
+
+def ready(node: dict[str, Any] | None) -> bool:
+    conds = {c["type"]: c for c in ((node or {}).get("status") or {}).get("conditions") or []}
+    return bool(conds.get("Ready", {}).get("status") == "True")
+
+
+@pytest.fixture
+def hollow(cluster: Cluster) -> Iterator[KubeletProc]:
+    k = KubeletProc(unique_node("kn"), cluster.apiserver.url, cluster.nats.url, cluster.workdir, runtime="hollow",
+                    extra=["--node-status-report-frequency", "60"]).start()
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+async def test_node_registration_status_and_lease(api: httpx.AsyncClient, hollow: KubeletProc) -> None:
+    name = hollow.node
+
+    async def registered() -> dict[str, Any] | None:
+        node = await get_node(api, name)
+        return node if ready(node) else None
+
+    node = await wait_for(registered, 20, "the node registered and Ready", kubelet=hollow)
+    st = node["status"]
+    assert node["metadata"]["labels"]["kubernetes.io/hostname"] == name
+    assert node["metadata"]["labels"]["kubernetes.io/os"] == "linux"
+    assert st["addresses"] == [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}]
+    assert st["capacity"]["cpu"] == "8" and st["capacity"]["memory"] == "32Gi" and st["capacity"]["pods"] == "110"
+    assert st["allocatable"]["pods"] == "110" and st["allocatable"]["memory"]
+    info = st["nodeInfo"]
+    assert info["kubeletVersion"] == "v1.31.0-kubenats" and info["containerRuntimeVersion"] == "hollow://1.0.0"
+    assert info["operatingSystem"] == "linux" and info["architecture"] and info["kernelVersion"] and info["osImage"]
+    assert st["daemonEndpoints"]["kubeletEndpoint"]["Port"] > 0  # the logs/exec server's bound port
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert list(conds) == ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+    assert conds["Ready"]["reason"] == "KubeletReady" and conds["Ready"]["message"] == "kubelet is posting ready status"
+    for t in ("MemoryPressure", "DiskPressure", "PIDPressure"):
+        assert conds[t]["status"] == "False" and conds[t]["lastHeartbeatTime"]
+
+    r = await api.get(f"{LEASES}/{name}")
+    assert r.status_code == 200, r.text
+    lease = r.json()
+    assert lease["spec"]["holderIdentity"] == name and lease["spec"]["leaseDurationSeconds"] == 40
+    assert lease["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
+    renew = lease["spec"]["renewTime"]
+    node_rv = node["metadata"]["resourceVersion"]
+    await asyncio.sleep(2.5)
+    lease2 = (await api.get(f"{LEASES}/{name}")).json()
+    assert lease2["spec"]["renewTime"] > renew  # renewed every second (flag)
+    again = await get_node(api, name)
+    assert again is not None and again["metadata"]["resourceVersion"] == node_rv  # unchanged status: no write
+
+    # a Node deleted through the API is registered again
+    assert (await api.delete(f"/api/v1/nodes/{name}")).status_code == 200
+
+    async def back() -> dict[str, Any] | None:
+        n = await get_node(api, name)
+        return n if n is not None and n["metadata"]["uid"] != node["metadata"]["uid"] and ready(n) else None
+
+    new = await wait_for(back, 15, "the node registered again", kubelet=hollow)
+
+    async def lease_owner_updated() -> bool:
+        lease = (await api.get(f"{LEASES}/{name}")).json()
+        return bool(((lease.get("metadata") or {}).get("ownerReferences") or [{}])[0].get("uid") == new["metadata"]["uid"])
+
+    await wait_for(lease_owner_updated, 10, "the lease owned by the new Node", kubelet=hollow)
+
+
+async def test_docker_node_reports_machine(cluster: Cluster, api: httpx.AsyncClient) -> None:
+    ensure_test_images()
+    k = KubeletProc(unique_node("kd"), cluster.apiserver.url, cluster.nats.url, cluster.workdir).start()
+    try:
+        async def registered() -> dict[str, Any] | None:
+            node = await get_node(api, k.node)
+            return node if ready(node) else None
+
+        node = await wait_for(registered, 20, "the node registered", kubelet=k)
+        st = node["status"]
+        assert st["nodeInfo"]["containerRuntimeVersion"].startswith("docker://")
+        assert st["capacity"]["cpu"] == str(os.cpu_count())
+        assert st["capacity"]["memory"].endswith("Ki")
+        internal = next(a["address"] for a in st["addresses"] if a["type"] == "InternalIP")
+        ipaddress.IPv4Address(internal)
+    finally:
+        k.stop()
+        remove_node_containers(k.node)
+
+
+async def test_fifty_hollow_nodes_in_one_process(cluster: Cluster, api: httpx.AsyncClient, ns: str) -> None:
+    prefix = unique_node("hf")
+    k = KubeletProc(prefix, cluster.apiserver.url, cluster.nats.url, cluster.workdir, runtime="hollow",
+                    extra=["--hollow-nodes", "50", "--node-lease-renew-interval", "2"]).start()
+    try:
+        async def all_ready() -> list[dict[str, Any]] | None:
+            r = await api.get("/api/v1/nodes", params={"labelSelector": "kubenats.io/hollow=true"})
+            mine = [n for n in r.json()["items"] if n["metadata"]["name"].startswith(prefix + "-")]
+            return mine if len(mine) == 50 and all(ready(n) for n in mine) else None
+
+        nodes = await wait_for(all_ready, 60, "50 hollow nodes Ready", interval=0.5, kubelet=k)
+        ips = {next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP") for n in nodes}
+        assert len(ips) == 50 and all(ipaddress.IPv4Address(ip).is_loopback for ip in ips)
+
+        async def leases() -> dict[str, str]:
+            items = (await api.get(LEASES)).json()["items"]
+            return {i["metadata"]["name"]: i["spec"]["renewTime"] for i in items
+                    if i["metadata"]["name"].startswith(prefix + "-")}
+
+        first = await wait_for(lambda: _when_complete(leases, 50), 20, "50 leases", kubelet=k)
+        await asyncio.sleep(4.5)
+        second = await leases()
+        assert all(second[n] > first[n] for n in first), "a lease was not renewed"
+        # renewals are spread over the interval, not bursting together
+        fractions = {round(float(t[17:26]) % 2, 1) for t in second.values()}
+        assert len(fractions) >= 8, sorted(fractions)
+
+        # pods run on hollow nodes at once, with loopback pod IPs
+        targets = [f"{prefix}-{i}" for i in (0, 17, 49)]
+        for i, node in enumerate(targets):
+            await create_pod(api, ns, pod_manifest(f"p{i}", node, [container("main")]))
+        for i in range(len(targets)):
+            pod = await wait_pod(api, ns, f"p{i}", running_and_ready, 20, "Running", k)
+            assert ipaddress.IPv4Address(pod["status"]["podIP"]).is_loopback
+            assert pod["status"]["hostIP"] in ips
+            assert pod["status"]["containerStatuses"][0]["containerID"].startswith("hollow://")
+        t0 = time.monotonic()
+        assert (await api.delete(f"/api/v1/namespaces/{ns}/pods/p0")).status_code == 200
+
+        async def deleted() -> bool:
+            return await get_pod(api, ns, "p0") is None
+
+        await wait_for(deleted, 10, "the hollow pod deleted", kubelet=k)
+        assert time.monotonic() - t0 < 10
+        assert k.p is not None
+        rss_kib = rss(k.p.pid)
+        assert rss_kib < 400 * 1024, f"{rss_kib} KiB for 50 hollow nodes"
+    finally:
+        k.stop()
+
+
+def rss(pid: int) -> int:
+    """Resident set size of a process, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("VmRSS")))
+
+
+async def _when_complete(fetch: Any, n: int) -> dict[str, str] | None:
+    got: dict[str, str] = await fetch()
+    return got if len(got) == n else None
