@@ -265,8 +265,12 @@ def kubelet_endpoint(node: Mapping[str, Any]) -> tuple[str, int]:
     host = next((str(a["address"]) for kind in ADDRESS_PREFERENCE for a in addresses if a.get("type") == kind), None)
     if host is None:
         known = " ".join(f"{{{a.get('type')} {a.get('address')}}}" for a in addresses)
-        raise ApiError(500, "InternalError", f"no preferred addresses found; known addresses: [{known}]")
+        raise ApiError(503, "ServiceUnavailable", f"no preferred addresses found; known addresses: [{known}]")
     port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+    if port == 0:
+        # the kubelet runs but its server could not start (it advertises port 0 then)
+        name = (node.get("metadata") or {}).get("name", "")
+        raise ApiError(503, "ServiceUnavailable", f"the kubelet on node {name} serves no logs/exec endpoint")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         port = DEFAULT_KUBELET_PORT
     return host, port

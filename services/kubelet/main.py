@@ -239,6 +239,8 @@ async def run_fleet(cfgs: list[KubeletConfig], server: str, client_kwargs: dict[
             http_server = await start_server(runtimes[0], cfgs[0], bind)
         except OSError as e:  # e.g. the port is taken: pods matter more than logs/exec
             event(log, "kubelet_server_failed", logging.ERROR, address=bind, port=cfgs[0].port, error=str(e))
+            # never advertise a port another process owns: logs/exec would reach the wrong kubelet
+            cfgs = [dataclasses.replace(cfgs[0], port=0)]
         bound = getattr(http_server, "port", None)
         if isinstance(bound, int) and bound != cfgs[0].port:
             cfgs = [dataclasses.replace(cfgs[0], port=bound)]  # --port 0: report the port we got

@@ -534,3 +534,17 @@ async def test_python_client_logs_and_exec(env: Env, ns: str) -> None:
         return ws.read_stdout() or "", ws.returncode
 
     assert await asyncio.to_thread(v5_close) == ("through cat\n", 0)
+
+
+def test_kubelet_without_server_is_a_clear_503() -> None:
+    """A kubelet whose server could not bind advertises port 0; nothing is proxied to a stranger."""
+    from services.apiserver.podproxy import kubelet_endpoint
+    from shared.errors import ApiError
+
+    node = {"metadata": {"name": "n1"}, "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                                                   "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}}}}
+    with pytest.raises(ApiError) as e:
+        kubelet_endpoint(node)
+    assert e.value.code == 503 and "serves no logs/exec endpoint" in e.value.message
+    node["status"]["daemonEndpoints"] = {}
+    assert kubelet_endpoint(node) == ("127.0.0.1", 10250)
