@@ -52,6 +52,8 @@ def test_walkthrough_on_kubenats_up(tmp_path: Path) -> None:
         node_obj = json.loads(w.kubectl("get", "node", node, "-o", "json"))
         node_ip = next(a["address"] for a in node_obj["status"]["addresses"] if a["type"] == "InternalIP")
         w.nodeport(node_ip, names)
+        w.clusterip(names)
+        w.scale_into_rotation(5)
     except BaseException:
         print((tmp_path / "up.log").read_text(errors="replace")[-20000:])
         raise

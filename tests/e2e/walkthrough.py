@@ -124,3 +124,34 @@ class Walkthrough:
                 seen.add(r.text.strip())
             return len(seen & set(pod_names)) > 1
         self.wait("NodePort 30073 reaches more than one pod", answers, timeout=90)
+
+    def clusterip(self, pod_names: list[str], client_pod: str = "pinned") -> None:
+        """Behind a ClusterIP Service, 60 requests from the host and 60 from another pod reach every pod."""
+        self.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-cip"},
+                    "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080, "targetPort": 80}]}})
+        ip = self.kubectl("get", "svc", "web-cip", "-o", "jsonpath={.spec.clusterIP}").strip()
+        # the network rule: a service IP must be local before anything connects to it
+        route = subprocess.run(["ip", "route", "get", ip], capture_output=True, text=True, check=True).stdout
+        assert route.startswith("local "), route
+        want = set(pod_names)
+
+        def from_host() -> bool:
+            seen = {httpx.get(f"http://{ip}:8080/", timeout=3).text.strip() for _ in range(60)}
+            return seen == want
+        self.wait(f"60 requests from the host reach all {len(want)} pods", from_host, timeout=60)
+        loop = f"i=0; while [ $i -lt 60 ]; do wget -qO- http://{ip}:8080/; i=$((i+1)); done"
+
+        def from_pod() -> bool:
+            seen = set(self.kubectl("exec", client_pod, "--", "sh", "-c", loop).split())
+            return seen == want
+        self.wait(f"60 requests from pod {client_pod} reach all {len(want)} pods", from_pod, timeout=60)
+
+    def scale_into_rotation(self, replicas: int) -> None:
+        """Scaling the Deployment brings the new pods into the Service's rotation."""
+        self.kubectl("scale", "deploy", "web", f"--replicas={replicas}")
+
+        def ready() -> bool:
+            return self.kubectl("get", "deploy", "web", "--no-headers").split()[1] == f"{replicas}/{replicas}"
+        self.wait(f"deployment {replicas}/{replicas}", ready, timeout=120)
+        pods = json.loads(self.kubectl("get", "pods", "-l", "app=web", "-o", "json"))["items"]
+        self.clusterip([p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"])
