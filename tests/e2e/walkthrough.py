@@ -155,3 +155,42 @@ class Walkthrough:
         self.wait(f"deployment {replicas}/{replicas}", ready, timeout=120)
         pods = json.loads(self.kubectl("get", "pods", "-l", "app=web", "-o", "json"))["items"]
         self.clusterip([p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"])
+
+    def kubectl_story(self, node: str) -> None:
+        """describe, run, expose, set image and every rollout verb, against the real components."""
+        out = self.kubectl("describe", "pod", "pending")
+        assert "Events:" in out and f"Successfully assigned default/pending to {node}" in out, out
+        assert "Started" in out and "kubelet" in out, out
+        out = self.kubectl("describe", "node", node)
+        assert "Ready" in out and "Capacity:" in out and "Non-terminated Pods:" in out, out
+        out = self.kubectl("describe", "deployment", "web")
+        assert "ScalingReplicaSet" in out and "RollingUpdateStrategy" in out, out
+        out = self.kubectl("describe", "service", "web")
+        assert "NodePort:" in out and "30073/TCP" in out, out
+        assert "Scheduled" in self.kubectl("get", "events")
+
+        self.kubectl("run", "one", f"--image={self.image}", "--", "sleep", "3600")
+        self.wait("kubectl run pod Running", lambda: self.phase("one") == "Running")
+        self.kubectl("expose", "deployment", "web", "--name=web-exp", "--port=80")
+        self.wait("exposed service has endpoints", lambda: len(
+            self.kubectl("get", "endpoints", "web-exp", "-o", "jsonpath={.subsets[*].addresses[*].ip}").split()) >= 3)
+
+        # a second tag of the local image: a template change without any pull
+        subprocess.run(["docker", "tag", self.image, self.image + "-v2"], check=True)
+        self.kubectl("set", "image", "deployment/web", f"web={self.image}-v2")
+        self.kubectl("rollout", "status", "deployment/web", "--timeout=180s")
+        history = self.kubectl("rollout", "history", "deployment/web")
+        assert "REVISION" in history and len([ln for ln in history.splitlines() if ln.strip()[:1].isdigit()]) >= 2, history
+        self.kubectl("rollout", "undo", "deployment/web")
+        self.kubectl("rollout", "status", "deployment/web", "--timeout=180s")
+        image = self.kubectl("get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+        assert image == self.image, image
+        self.kubectl("rollout", "pause", "deployment/web")
+        assert self.kubectl("get", "deploy", "web", "-o", "jsonpath={.spec.paused}") == "true"
+        self.kubectl("rollout", "resume", "deployment/web")
+        before = set(self.kubectl("get", "pods", "-l", "app=web", "-o", "name").split())
+        self.kubectl("rollout", "restart", "deployment/web")
+        self.kubectl("rollout", "status", "deployment/web", "--timeout=180s")
+        self.wait("restart replaced every pod", lambda: not (
+            set(self.kubectl("get", "pods", "-l", "app=web", "--field-selector=status.phase=Running", "-o", "name").split())
+            & before), timeout=120)
