@@ -55,6 +55,7 @@ def test_walkthrough_on_kubenats_up(tmp_path: Path) -> None:
         w.clusterip(names)
         w.scale_into_rotation(5)
         w.kubectl_story(node)
+        w.job()
     except BaseException:
         print((tmp_path / "up.log").read_text(errors="replace")[-20000:])
         raise

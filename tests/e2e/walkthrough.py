@@ -194,3 +194,16 @@ class Walkthrough:
         self.wait("restart replaced every pod", lambda: not (
             set(self.kubectl("get", "pods", "-l", "app=web", "--field-selector=status.phase=Running", "-o", "name").split())
             & before), timeout=120)
+
+    def job(self) -> None:
+        """A Job with completions=5, parallelism=2 runs real containers to completion."""
+        self.apply({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "count"},
+                    "spec": {"completions": 5, "parallelism": 2, "backoffLimit": 2,
+                             "template": {"spec": {"restartPolicy": "Never", "containers": [
+                                 {"name": "c", "image": self.image, "command": ["sh", "-c", "echo done"]}]}}}})
+        self.kubectl("wait", "--for=condition=complete", "job/count", "--timeout=180s")
+        assert self.kubectl("get", "job", "count", "--no-headers").split()[2] == "5/5"
+        pods = json.loads(self.kubectl("get", "pods", "-l", "job-name=count", "-o", "json"))["items"]
+        assert sum(p["status"].get("phase") == "Succeeded" for p in pods) == 5, [p["status"].get("phase") for p in pods]
+        first = pods[0]["metadata"]["name"]
+        assert self.kubectl("logs", first).strip() == "done"
