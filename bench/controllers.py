@@ -164,7 +164,7 @@ def main() -> None:
     section = asyncio.run(run(args.pods))
     print(section)
     if args.write_docs:
-        write_section("controllers", section)
+        write_section("controllers-scenarios", section)
 
 
 if __name__ == "__main__":

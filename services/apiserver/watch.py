@@ -26,6 +26,7 @@ from shared.log import event
 
 log = logging.getLogger("kubenats.watch")
 WINDOW = 20000
+MAX_BATCH = 256  # events per HTTP chunk when a watcher has a backlog
 
 
 @dataclass(slots=True)
@@ -220,14 +221,26 @@ class WatchHub:
                     yield render("BOOKMARK", {"kind": w.res.kind, "apiVersion": w.res.api_version,
                                               "metadata": {"resourceVersion": rv}}, None)
                     continue
-                if item is None:
+                # Under a burst many events wait in the queue: send everything already queued as
+                # one chunk (one write to the socket) instead of one chunk per event.
+                batch: list[bytes] = []
+                ended = False
+                while True:
+                    if item is None:
+                        ended = True
+                        break
+                    if item.revision > last:
+                        last = item.revision
+                        kind = w.wants(item)
+                        if kind:
+                            batch.append(render(kind, item.obj, item.raw if kind == item.type else None))
+                    if w.queue.empty() or len(batch) >= MAX_BATCH:
+                        break
+                    item = w.queue.get_nowait()
+                if batch:
+                    yield b"".join(batch)
+                if ended:
                     return
-                if item.revision <= last:
-                    continue
-                last = item.revision
-                kind = w.wants(item)
-                if kind:
-                    yield render(kind, item.obj, item.raw if kind == item.type else None)
         finally:
             self.unregister(w)
 
