@@ -78,9 +78,12 @@ async def test_node_registration_status_and_lease(api: httpx.AsyncClient, hollow
     for t in ("MemoryPressure", "DiskPressure", "PIDPressure"):
         assert conds[t]["status"] == "False" and conds[t]["lastHeartbeatTime"]
 
-    r = await api.get(f"{LEASES}/{name}")
-    assert r.status_code == 200, r.text
-    lease = r.json()
+    async def lease_created() -> dict[str, Any] | None:
+        # the lease loop runs beside node registration: it may land a moment after Ready
+        r = await api.get(f"{LEASES}/{name}")
+        return dict(r.json()) if r.status_code == 200 else None
+
+    lease = await wait_for(lease_created, 10, "the node's lease", kubelet=hollow)
     assert lease["spec"]["holderIdentity"] == name and lease["spec"]["leaseDurationSeconds"] == 40
     assert lease["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
     renew = lease["spec"]["renewTime"]
