@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from shared.selectors import LabelSelector
+from shared.informer import Informer
+from shared.selectors import LabelSelector, SelectorError
 
 Obj = dict[str, Any]
 
@@ -81,6 +82,29 @@ def controller_ref(obj: Obj) -> Obj | None:
         if isinstance(ref, dict) and ref.get("controller") is True:
             return ref
     return None
+
+
+def resolve_controller(
+    informer: Informer, kind: str, namespace: str, ref: Obj | None, api_version: str | None = None
+) -> Obj | None:
+    """The owner a controllerRef names, if the cache holds it with the same uid (upstream's
+    resolveControllerRef): a ref to a deleted-and-recreated owner resolves to nothing."""
+    if ref is None or ref.get("kind") != kind or (api_version is not None and ref.get("apiVersion") != api_version):
+        return None
+    owner = informer.get(f"{namespace}/{ref.get('name')}")
+    return owner if owner is not None and uid_of(owner) == ref.get("uid") else None
+
+
+def matching_owners(informer: Informer, obj: Obj) -> list[Obj]:
+    """Owners in obj's namespace whose selector matches obj's labels (an invalid selector matches nothing)."""
+    out = []
+    for owner in informer.by_index("namespace", meta(obj).get("namespace", "")):
+        try:
+            if selector_of(owner).matches(labels_of(obj)):
+                out.append(owner)
+        except SelectorError:
+            continue
+    return out
 
 
 def new_controller_ref(owner: Obj, api_version: str, kind: str) -> Obj:

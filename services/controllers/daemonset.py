@@ -40,9 +40,11 @@ from .controller_utils import (
     controller_ref,
     is_deleting,
     labels_of,
+    matching_owners,
     meta,
     new_controller_ref,
     pod_from_template,
+    resolve_controller,
     selector_of,
     slow_start_batch,
     spec,
@@ -107,20 +109,10 @@ class DaemonSetController:
         self.own_writes.forget(key_of(ds))
 
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != DS.kind:
-            return None
-        ds = self.ds_informer.get(f"{namespace}/{ref.get('name')}")
-        return ds if ds is not None and uid_of(ds) == ref.get("uid") else None
+        return resolve_controller(self.ds_informer, DS.kind, namespace, ref)
 
     def _matching(self, pod: Obj) -> list[Obj]:
-        out = []
-        for ds in self.ds_informer.by_index("namespace", meta(pod).get("namespace", "")):
-            try:
-                if selector_of(ds).matches(labels_of(pod)):
-                    out.append(ds)
-            except SelectorError:
-                continue
-        return out
+        return matching_owners(self.ds_informer, pod)
 
     def _pod_added(self, pod: Obj) -> None:
         if is_deleting(pod):

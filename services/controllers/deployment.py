@@ -23,7 +23,6 @@ from shared.api.resources import BY_PLURAL
 from shared.errors import ApiError
 from shared.informer import key_of
 from shared.log import event
-from shared.selectors import SelectorError
 from shared.workqueue import WorkQueue
 
 from . import deployment_rollout as rollout
@@ -35,8 +34,10 @@ from .controller_utils import (
     filter_active_replica_sets,
     is_deleting,
     labels_of,
+    matching_owners,
     meta,
     new_controller_ref,
+    resolve_controller,
     selector_of,
     spec,
     spec_replicas,
@@ -105,20 +106,10 @@ class DeploymentController:
         return False
 
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != DEPLOY.kind:
-            return None
-        d = self.d_informer.get(f"{namespace}/{ref.get('name')}")
-        return d if d is not None and uid_of(d) == ref.get("uid") else None
+        return resolve_controller(self.d_informer, DEPLOY.kind, namespace, ref)
 
     def _matching_deployments(self, rs: Obj) -> list[Obj]:
-        out = []
-        for d in self.d_informer.by_index("namespace", meta(rs).get("namespace", "")):
-            try:
-                if selector_of(d).matches(labels_of(rs)):
-                    out.append(d)
-            except SelectorError:
-                continue
-        return out
+        return matching_owners(self.d_informer, rs)
 
     def _rs_added(self, rs: Obj) -> None:
         if is_deleting(rs):

@@ -43,9 +43,11 @@ from .controller_utils import (
     is_pod_active,
     is_pod_ready,
     labels_of,
+    matching_owners,
     meta,
     now_rfc3339,
     parse_time,
+    resolve_controller,
     selector_of,
     spec,
     status,
@@ -117,10 +119,7 @@ class JobController(JobPods):
         self.backoff.pop(key, None)
 
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != JOBS.kind or ref.get("apiVersion") != JOBS.api_version:
-            return None
-        job = self.jobs.get(f"{namespace}/{ref.get('name')}")
-        return job if job is not None and uid_of(job) == ref.get("uid") else None
+        return resolve_controller(self.jobs, JOBS.kind, namespace, ref, JOBS.api_version)
 
     def _owner_or_orphan(self, pod: Obj) -> Obj | None:
         """The pod's job; a pod holding our finalizer without a live job is queued for cleanup."""
@@ -167,14 +166,7 @@ class JobController(JobPods):
         self.queue.add(key_of(job))
 
     def _matching(self, pod: Obj) -> list[Obj]:
-        out = []
-        for job in self.jobs.by_index("namespace", meta(pod).get("namespace", "")):
-            try:
-                if selector_of(job).matches(labels_of(pod)):
-                    out.append(job)
-            except SelectorError:
-                continue
-        return out
+        return matching_owners(self.jobs, pod)
 
     # ---- reconcile -------------------------------------------------------------------------
     async def reconcile(self, key: str) -> None:

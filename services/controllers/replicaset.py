@@ -36,12 +36,14 @@ from .controller_utils import (
     is_pod_available,
     is_pod_ready,
     labels_of,
+    matching_owners,
     meta,
     new_controller_ref,
     now_rfc3339,
     pod_available_at,
     pod_from_template,
     pods_to_delete,
+    resolve_controller,
     selector_of,
     slow_start_batch,
     spec,
@@ -145,20 +147,10 @@ class ReplicaSetController:
         self.queue.add(key_of(rs))
 
     def _resolve(self, namespace: str, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != RS.kind:
-            return None
-        rs = self.rs_informer.get(f"{namespace}/{ref.get('name')}")
-        return rs if rs is not None and uid_of(rs) == ref.get("uid") else None
+        return resolve_controller(self.rs_informer, RS.kind, namespace, ref)
 
     def _matching_replica_sets(self, pod: Obj) -> list[Obj]:
-        out = []
-        for rs in self.rs_informer.by_index("namespace", meta(pod).get("namespace", "")):
-            try:
-                if selector_of(rs).matches(labels_of(pod)):
-                    out.append(rs)
-            except SelectorError:
-                continue
-        return out
+        return matching_owners(self.rs_informer, pod)
 
     def _pod_added(self, pod: Obj) -> None:
         if is_deleting(pod):
