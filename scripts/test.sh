@@ -15,6 +15,7 @@ command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v iptables >/dev/null || need_apt+=(iptables)
+command -v ss >/dev/null || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

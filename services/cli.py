@@ -17,6 +17,7 @@ COMPONENTS = {
     "kubelet": ("services.kubelet.main", "the node agent: runs pods on Docker"),
     "proxy": ("services.proxy.main", "programs Services into kernel NAT rules"),
     "events": ("services.events.main", "tail the cluster's event subjects, one line per change"),
+    "init": ("services.up.init", "write a cluster's certificates, kubeconfigs and NATS users (Compose runs it first)"),
     "up": ("services.up.main", "a whole single-host cluster (etcd, nats, all components) as child processes"),
 }
 

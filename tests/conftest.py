@@ -26,7 +26,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 async def api(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=cluster.apiserver.url, timeout=30) as client:
+    async with httpx.AsyncClient(**cluster.admin_kwargs(), timeout=30) as client:
         yield client
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
@@ -24,12 +25,18 @@ from shared.api.resources import BY_PLURAL, Resource
 from shared.bus import Bus, BusOptions
 from shared.errors import ApiError
 from shared.log import event
+from shared.pki import SecretBox
 
-from . import auth, discovery, openapi, tables
+from . import discovery, openapi, reviews, tables
 from .allocator import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, ServiceAllocator
+from .auth import Authenticator, TokenFile
+from .authz import Authorization
+from .encryption import EncryptingStore
 from .objects import SYSTEM_NAMESPACES, Objects
+from .podproxy import PodProxy
 from .publisher import Compactor, Publisher
-from .rest import Rest, json_response, status_response
+from .rest import Rest, json_response, read_body, status_response
+from .security import Security, caller_of
 from .storage import Store
 from .watch import WatchHub
 
@@ -46,17 +53,32 @@ class Config:
     service_cluster_ip_range: str = DEFAULT_SERVICE_CIDR
     service_node_port_range: str = DEFAULT_NODE_PORT_RANGE
     bus_options: BusOptions = field(default_factory=BusOptions)
+    token_auth_file: str = ""
+    max_requests_inflight: int = 400
+    max_mutating_requests_inflight: int = 200
+    kubelet_ssl: ssl.SSLContext | None = None  # client cert + CA for the kubelets' HTTPS port
+    etcd_ca: str | None = None
+    etcd_cert: tuple[str, str] | None = None  # client certificate and key for etcd
+    secret_box: SecretBox | None = None  # encrypt Secrets at rest
 
 
 class State:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.store = Store(cfg.etcd_servers)
+        tls: dict[str, Any] = {}
+        if cfg.etcd_ca or cfg.etcd_cert:
+            tls = {"ca_file": cfg.etcd_ca, "cert_file": cfg.etcd_cert[0] if cfg.etcd_cert else None,
+                   "key_file": cfg.etcd_cert[1] if cfg.etcd_cert else None}
+        self.store = (EncryptingStore(cfg.etcd_servers, cfg.secret_box, **tls) if cfg.secret_box is not None
+                      else Store(cfg.etcd_servers, **tls))
         self.bus = Bus(cfg.nats_url, "kubenats-apiserver", cfg.bus_options)
         self.allocator = ServiceAllocator(self.store, cfg.service_cluster_ip_range, cfg.service_node_port_range)
         self.objects = Objects(self.store, self.allocator)
         self.hub = WatchHub(self.bus, self.store.revision, self._fetch)
-        self.rest = Rest(self.objects, self.hub, render=tables.render)
+        pods = PodProxy(self.objects, kubelet_scheme="https" if cfg.kubelet_ssl is not None else "http",
+                        kubelet_ssl=cfg.kubelet_ssl)
+        self.rest = Rest(self.objects, self.hub, render=tables.render, pods=pods)
+        self.authorization = Authorization(self.objects, self.hub)
         self.publisher = Publisher(self.store, self.bus)
         self.compactor = Compactor(self.store, self.publisher)
         self.tasks: list[asyncio.Task[None]] = []
@@ -152,6 +174,7 @@ def create_app(cfg: Config) -> FastAPI:
                     raise
                 event(log, "bootstrap_retry", level=logging.WARNING, error=str(e))
                 await asyncio.sleep(0.2)
+        await state.authorization.start()
         event(log, "apiserver_ready", port=cfg.port, etcd=cfg.etcd_servers, nats=cfg.nats_url)
         try:
             yield
@@ -174,9 +197,6 @@ def create_app(cfg: Config) -> FastAPI:
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return status_response(exc)
 
-    async def caller(request: Request) -> auth.Caller:
-        return await auth.authenticate(request)
-
     @app.get("/healthz")
     @app.get("/livez")
     async def healthz() -> Response:
@@ -196,48 +216,75 @@ def create_app(cfg: Config) -> FastAPI:
         return json_response(discovery.VERSION)
 
     @app.get("/api")
-    async def api(who: auth.Caller = Depends(caller)) -> Response:
+    async def api() -> Response:
         return json_response(discovery.api_versions())
 
     @app.get("/apis")
-    async def apis(who: auth.Caller = Depends(caller)) -> Response:
+    async def apis() -> Response:
         return json_response(discovery.api_groups())
 
     @app.get("/api/v1")
-    async def core_resources(who: auth.Caller = Depends(caller)) -> Response:
+    async def core_resources() -> Response:
         return _resource_list("", "v1")
 
     @app.get("/apis/{group}/{version}")
-    async def group_resources(group: str, version: str, who: auth.Caller = Depends(caller)) -> Response:
+    async def group_resources(group: str, version: str) -> Response:
         return _resource_list(group, version)
 
     @app.get("/openapi/v2")
-    async def openapi_v2(request: Request, who: auth.Caller = Depends(caller)) -> Response:
+    async def openapi_v2(request: Request) -> Response:
         return openapi.v2(request.headers.get("accept", ""))
 
     @app.get("/openapi/v3")
-    async def openapi_v3(who: auth.Caller = Depends(caller)) -> Response:
+    async def openapi_v3() -> Response:
         return openapi.v3_index()
 
     @app.get("/openapi/v3/{path:path}")
-    async def openapi_v3_document(path: str, request: Request, who: auth.Caller = Depends(caller)) -> Response:
+    async def openapi_v3_document(path: str, request: Request) -> Response:
         return openapi.v3_document(path, request.query_params.get("hash"))
 
     # The resource routes carry nearly all traffic: plain Starlette routes (no FastAPI dependency
     # solving per request), with the authentication seam called explicitly.
     async def core(request: Request) -> Response:
-        await auth.authenticate(request)
         path = request.path_params["path"]
         if not path.strip("/") and request.method == "GET":  # `/api/v1/`, as the Python client asks
             return _resource_list("", "v1")
         return await state.rest.handle(request, "", "v1", [p for p in path.split("/") if p])
 
     async def grouped(request: Request) -> Response:
-        await auth.authenticate(request)
         pp = request.path_params
+        if (pp["group"], pp["version"]) in discovery.REVIEWS:
+            return await _review(request, pp["group"], pp["path"].strip("/"))
         if not pp["path"].strip("/") and request.method == "GET":  # `/apis/apps/v1/`
             return _resource_list(pp["group"], pp["version"])
         return await state.rest.handle(request, pp["group"], pp["version"], [p for p in pp["path"].split("/") if p])
+
+    async def _review(request: Request, group: str, plural: str) -> Response:
+        kinds = {p: k for p, k, _ in discovery.REVIEWS[(group, request.path_params["version"])]}
+        if plural not in kinds:
+            return status_response(ApiError(404, "NotFound", "the server could not find the requested resource"))
+        if request.method != "POST":
+            return status_response(ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"))
+        try:
+            body = await read_body(request)
+            if not isinstance(body, dict):
+                raise ValueError("the body must be an object")
+        except (ApiError, ValueError) as e:
+            return status_response(e if isinstance(e, ApiError) else ApiError(400, "BadRequest", str(e)))
+        who = caller_of(request.scope)
+        authz = state.authorization
+        try:
+            if plural == "selfsubjectreviews":
+                out = reviews.self_subject_review(who.user, who.groups, who.uid, {k: list(v) for k, v in who.extra})
+            elif plural == "selfsubjectaccessreviews":
+                out = reviews.self_subject_access_review(body, who.user, who.groups, authz.authorize)
+            elif plural == "subjectaccessreviews":
+                out = reviews.subject_access_review(body, authz.authorize)
+            else:
+                out = reviews.self_subject_rules_review(body, who.user, who.groups, authz.rbac.rules_for)
+        except ValueError as e:
+            return status_response(ApiError(422, "Invalid", f"{kinds[plural]}.{group} is invalid: {e}"))
+        return json_response(out, 201)
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     app.router.routes.append(Route("/api/v1/{path:path}", core, methods=methods))
@@ -245,6 +292,11 @@ def create_app(cfg: Config) -> FastAPI:
     app.router.routes.append(WebSocketRoute("/api/v1/namespaces/{namespace}/pods/{name}/exec",
                                             state.rest.pods.exec_websocket))
 
+    tokens = TokenFile(cfg.token_auth_file) if cfg.token_auth_file else None
+    app.add_middleware(Security, authn=Authenticator(tokens), authz=state.authorization,
+                       admission_for=state.authorization.admission_for,
+                       max_inflight=cfg.max_requests_inflight,
+                       max_mutating_inflight=cfg.max_mutating_requests_inflight)
     return app
 
 

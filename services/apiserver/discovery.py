@@ -49,9 +49,21 @@ def api_versions() -> dict[str, Any]:
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}
 
 
+# Create-only review APIs: answered by the apiserver from the caller and the authorizers, never
+# stored (see reviews.py): (group, version) -> [(plural, kind, namespaced)]
+REVIEWS: dict[tuple[str, str], list[tuple[str, str, bool]]] = {
+    ("authentication.k8s.io", "v1"): [("selfsubjectreviews", "SelfSubjectReview", False)],
+    ("authorization.k8s.io", "v1"): [
+        ("selfsubjectaccessreviews", "SelfSubjectAccessReview", False),
+        ("selfsubjectrulesreviews", "SelfSubjectRulesReview", False),
+        ("subjectaccessreviews", "SubjectAccessReview", False),
+    ],
+}
+
+
 def api_groups() -> dict[str, Any]:
     groups = []
-    for group, version in GROUP_VERSIONS.items():
+    for group, version in [*GROUP_VERSIONS.items(), *REVIEWS]:
         if not group:
             continue
         gv = {"groupVersion": f"{group}/{version}", "version": version}
@@ -89,6 +101,9 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             elif sub in ("log", "exec"):
                 se["kind"] = "Pod" if sub == "log" else "PodExecOptions"
             entries.append(se)
+    for plural, kind, namespaced in REVIEWS.get((group, version), []):
+        entries.append({"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
+                        "verbs": ["create"]})
     if not entries:
         return None
     gv = f"{group}/{version}" if group else version

@@ -25,7 +25,7 @@ from shared.api import defaults, validation
 from shared.api.resources import BY_PLURAL, Resource, storage_key
 from shared.errors import ApiError
 
-from . import schema
+from . import admission, schema
 from .allocator import ServiceAllocator, prepare_update
 from .storage import Compacted, KeyExists, RevisionMismatch, Store
 
@@ -220,6 +220,7 @@ class Objects:
             defaults.apply_job_selector(obj, meta["uid"])
         defaults.apply_defaults(res.plural, obj)
         self._validate(res, obj, None)
+        admission.check("create", res, "", ns, name, obj, None)
         if res.namespaced:
             await self._check_namespace(ns)
         if self.allocator is not None and self._allocates(res):
@@ -381,6 +382,7 @@ class Objects:
                 return old
             # binding sets spec.nodeName, which is otherwise immutable: validate it as a new object
             self._validate(res, new, None if subresource == "binding" else old)
+            admission.check("update", res, subresource, ns, name, new, old)
             if dry_run:
                 if self.allocator is not None and self._allocates(res) and not subresource:
                     await self.allocator.update(key, old, new, kv.mod_revision, _encode, dry_run=True)
@@ -485,6 +487,7 @@ class Objects:
                 raise errors.conflict(res.plural, name, res.group,
                                       f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
                                       f"ResourceVersion in object meta: {meta['resourceVersion']}")
+            admission.check("delete", res, "", ns, name, None, obj)
             finalizers = list(meta.get("finalizers") or [])
             if policy == "Orphan" and "orphan" not in finalizers:
                 finalizers.append("orphan")

@@ -283,6 +283,13 @@ def _status_response(e: ApiError) -> Response:
 def _kubelet_error(code: int, body: bytes, pod: str) -> ApiError:
     """A kubelet error response as the API server's response checker turns it into a Status."""
     text = body.decode("utf-8", "replace").strip() or f"the kubelet answered {code}"
+    if text.startswith("{"):  # a Status from the kubelet's authentication layer: its message
+        try:
+            parsed = orjson.loads(text)
+            if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+                text = parsed["message"]
+        except orjson.JSONDecodeError:
+            pass
     if code == 400:
         return errors.bad_request(text)
     if code == 404:

@@ -30,8 +30,8 @@ ACK_TIMEOUT = 15.0
 def messages_for(ev: WatchEvent, max_payload: int = 0) -> list[tuple[str, bytes]]:
     """The (subject, payload) messages one etcd change becomes, in publishing order.
 
-    An object too large for one NATS message is sent as its metadata with `"partial": true`;
-    subscribers fetch the full object from the API when they see that flag."""
+    An object too large for one NATS message, and every Secret, is sent as its metadata with
+    `"partial": true`; subscribers fetch the full object from the API when they see that flag."""
     parsed = parse_storage_key(ev.key)
     if parsed is None:
         return []
@@ -49,7 +49,9 @@ def messages_for(ev: WatchEvent, max_payload: int = 0) -> list[tuple[str, bytes]
     else:
         etype = "MODIFIED"
     payload = orjson.dumps({"type": etype, "object": obj})
-    if max_payload and len(payload) > max_payload - 1024:
+    # a Secret's data never goes on NATS (JetStream keeps files): subscribers fetch it through the API
+    secret = res.plural == "secrets" and not res.group
+    if secret or (max_payload and len(payload) > max_payload - 1024):
         stub = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": meta}
         if res.plural == "pods" and not res.group:
             stub["spec"] = {"nodeName": (obj.get("spec") or {}).get("nodeName")}

@@ -97,6 +97,17 @@ class WatchHub:
         self._watchers: dict[tuple[str, str], set[Watcher]] = {}
         self.latest = 0
         self._sub: Any = None
+        self._listeners: dict[tuple[str, str], list[Callable[[str, dict[str, Any]], None]]] = {}
+        self._gap_listeners: list[Callable[[], Awaitable[None]]] = []
+
+    def add_listener(self, res: Resource, fn: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call fn(event type, object) for every event of one resource (in-process caches such as
+        the authorizers'); fn must be quick and must not mutate the object."""
+        self._listeners.setdefault((res.group, res.plural), []).append(fn)
+
+    def add_gap_listener(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Called when events may have been missed: listeners should reload from storage."""
+        self._gap_listeners.append(fn)
 
     async def start(self) -> None:
         self._sub = await self._bus.subscribe("kube.events.>", self._on_message, on_gap=self._on_gap)
@@ -126,6 +137,11 @@ class WatchHub:
         for watchers in self._watchers.values():
             for w in watchers:
                 w.queue.put_nowait(None)
+        for fn in self._gap_listeners:
+            try:
+                await fn()
+            except Exception as e:
+                event(log, "watch_gap_listener_failed", logging.ERROR, error=str(e))
 
     async def _on_message(self, msg: busmod.Message) -> None:
         parts = msg.subject.split(".")
@@ -156,6 +172,8 @@ class WatchHub:
         self.latest = max(self.latest, rev)
         for w in self._watchers.get(key, ()):
             w.queue.put_nowait(ev)
+        for fn in self._listeners.get(key, ()):
+            fn(ev.type, obj)
 
     def register(self, w: Watcher, since: int | None) -> list[Event]:
         """Add a watcher; returns buffered events after `since` (None = none wanted)."""

@@ -14,16 +14,15 @@ import asyncio
 import logging
 import os
 import socket
-import sys
 from collections.abc import Callable
 
+from shared import connect
 from shared.bus import Bus
 from shared.client import ApiClient
 from shared.log import event
 from shared.runner import run_component
 from shared.workqueue import run_workers
 
-from . import config
 from .base import Controller, ControllerContext, SharedInformers
 from .daemonset import DaemonSetController
 from .deployment import DeploymentController
@@ -138,9 +137,7 @@ class ControllerManager:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", ""), help="kubeconfig of the apiserver")
-    p.add_argument("--master", default="", help="apiserver URL (overrides the kubeconfig's server)")
-    p.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    connect.add_arguments(p, nats_user_default="controllers")
     p.add_argument("--controllers", default="*",
                    help=f"controllers to run: '*' for all, 'name' to enable, '-name' to disable "
                         f"(known: {', '.join(CONTROLLERS)})")
@@ -181,22 +178,21 @@ def workers_from_args(args: argparse.Namespace) -> dict[str, int]:
 def run(args: argparse.Namespace) -> int:
     try:
         names = enabled_controllers(args.controllers)
-        cfg = config.load(args.kubeconfig, args.master)
-    except (ValueError, OSError) as e:
-        print(f"kubenats controllers: {e}", file=sys.stderr)
-        return 2
+        bus_options = connect.bus_options(args)
+        client = connect.api_client(args, "kubenats-controller-manager")
+    except ValueError as e:  # connect.ConnectError is one
+        return connect.fail("controllers", e)
 
     async def main() -> None:
-        client = ApiClient(cfg.server, token=cfg.token, ca_file=cfg.ca_file, cert=cfg.cert,
-                           user_agent="kubenats-controller-manager")
-        bus = Bus(args.nats_url, f"kubenats-controllers-{socket.gethostname()}-{os.getpid()}")
+        bus = Bus(args.nats_url, f"kubenats-controllers-{socket.gethostname()}-{os.getpid()}", bus_options)
         manager: ControllerManager | None = None
         try:
             await bus.connect()
             manager = ControllerManager(client, bus, names, workers_from_args(args),
                                         resync_period=args.min_resync_period)
             apply_controller_flags(manager, args)
-            event(log, "controller_manager_starting", controllers=names, server=cfg.server)
+            event(log, "controller_manager_starting", controllers=names, kubeconfig=args.kubeconfig,
+                  master=args.master)
             await manager.start(sync_timeout=None)
             await manager.wait()
         finally:

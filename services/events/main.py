@@ -4,6 +4,10 @@ Subscribes to the event subjects and prints one readable line per change: time, 
 namespace/name, resourceVersion and a short summary of what changed (`status.phase Pending ->
 Running`), computed against the previous state of the same object seen in this session.
 `--json` prints the raw messages; `--since 10m` replays from JetStream first.
+
+It connects to NATS as user `admin` by default (`--nats-user`, `--nats-password-file`,
+`--nats-ca-file`, see `shared.connect`). An event too large for NATS arrives `partial` (metadata
+only); its object is then read through the API server of `--kubeconfig` / `--master`.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ from typing import Any
 
 import orjson
 
-from shared.api.resources import by_name
-from shared.bus import Bus, Message, token
+from shared import connect
+from shared.api.resources import BY_KIND, by_name
+from shared.bus import Bus, BusOptions, Message, token
+from shared.client import ApiClient
+from shared.errors import ApiError
 
 IGNORED = ("metadata.resourceVersion", "metadata.managedFields", "metadata.generation")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", default="", help="RESOURCE[/NAMESPACE[/NAME]], e.g. pods/default or deploy")
-    p.add_argument("--nats-url", default="", help="NATS URL (default: from --data-dir, else nats://127.0.0.1:4222)")
+    # --nats-url "": from --data-dir's nats.conf, else nats://127.0.0.1:4222
+    connect.add_arguments(p, nats_user_default="admin", nats_url_default="")
     p.add_argument("--data-dir", default=str(Path.home() / ".kubenats"))
     p.add_argument("--json", action="store_true", help="print raw messages")
     p.add_argument("--since", default="", help="replay stored events from this long ago first (30s, 10m, 2h)")
@@ -95,11 +103,13 @@ class Printer:
         self.raw = raw
         self.last: dict[str, dict[str, Any]] = {}
 
-    def line(self, msg: Message) -> str:
+    def line(self, msg: Message, data: dict[str, Any] | None = None) -> str:
+        """The line for `msg`; `data`: its payload when already decoded (and completed)."""
         if self.raw:
             return orjson.dumps({"subject": msg.subject, "revision": msg.revision,
                                  "data": orjson.loads(msg.data)}).decode()
-        data = orjson.loads(msg.data)
+        if data is None:
+            data = dict(orjson.loads(msg.data))
         obj = data.get("object") or {}
         meta = obj.get("metadata") or {}
         key = f"{obj.get('kind')}/{meta.get('namespace', '')}/{meta.get('name', '')}"
@@ -125,20 +135,42 @@ def nats_url(args: argparse.Namespace) -> str:
     return "nats://127.0.0.1:4222"
 
 
-async def tail(url: str, subject: str, since: float | None, printer: Printer) -> None:
-    bus = Bus(url, "kubenats-events")
+async def complete(client: ApiClient | None, data: dict[str, Any]) -> dict[str, Any]:
+    """A `partial` event with its object read through the API (its current state), when it can be."""
+    obj = data.get("object") or {}
+    meta = obj.get("metadata") or {}
+    if client is None or not data.get("partial") or data.get("type") == "DELETED" or not meta.get("name"):
+        return data
+    res = BY_KIND.get((str(obj.get("apiVersion", "")), str(obj.get("kind", ""))))
+    if res is None:
+        return data
+    try:
+        full = await client.get(res, str(meta.get("namespace") or ""), str(meta["name"]))
+    except ApiError:
+        return data  # gone since, or not allowed: the metadata is what there is
+    return {**data, "object": full}
+
+
+async def tail(url: str, subject: str, since: float | None, printer: Printer,
+               options: BusOptions | None = None, client: ApiClient | None = None) -> None:
+    bus = Bus(url, "kubenats-events", options)
     await bus.connect()
+
+    async def show(msg: Message) -> None:
+        data = None if printer.raw else await complete(client, dict(orjson.loads(msg.data)))
+        print(printer.line(msg, data), flush=True)
+
     try:
         if since is not None:
             async for msg in bus.replay(subject, since, idle_s=None):
-                print(printer.line(msg), flush=True)
+                await show(msg)
         else:
-            async def handler(msg: Message) -> None:
-                print(printer.line(msg), flush=True)
-            await bus.subscribe(subject, handler)
+            await bus.subscribe(subject, show)
             await asyncio.Event().wait()
     finally:
         await bus.close()
+        if client is not None:
+            await client.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,10 +180,21 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    url = nats_url(args)
-    print(f"# tailing {subject} on {url}", file=sys.stderr, flush=True)
+    data = Path(args.data_dir).expanduser()
+    # a cluster made by `kubenats up` in --data-dir: its admin credentials, unless flags say otherwise
+    if not args.nats_password_file and args.nats_user == "admin" and (data / "nats" / "users" / "admin").exists():
+        args.nats_password_file = str(data / "nats" / "users" / "admin")
+    if not args.kubeconfig and (data / "kubeconfig").exists():
+        args.kubeconfig = str(data / "kubeconfig")
     try:
-        asyncio.run(tail(url, subject, since, Printer(args.json)))
+        options = connect.bus_options(args)
+        client = connect.api_client(args, "kubenats-events")
+    except connect.ConnectError as e:
+        return connect.fail("events", e)
+    url = nats_url(args)
+    print(f"# tailing {subject} on {url} as {options.user or 'no user'}", file=sys.stderr, flush=True)
+    try:
+        asyncio.run(tail(url, subject, since, Printer(args.json), options, client))
     except KeyboardInterrupt:
         pass
     except ConnectionError as e:

@@ -8,11 +8,17 @@ one status manager and one Node informer, with their lease renewals spread evenl
 interval. The kubelet starts even when neither the API server nor NATS answers (static pods run
 regardless); NATS is connected in the background and the pod informers start once it is up.
 
-The logs/exec server lives in `services/kubelet/server.py` (another module's job): when that
-module exists and exposes `KubeletServer(runtime, node_name, bind_address, port)` with
-`async start()` / `async stop()`, it is started here for a single node; otherwise a log line says
-it was skipped. It finds a pod's containers through `runtime.list_containers()` (each status
-carries pod namespace, pod name and container name).
+The logs/exec server (`services/kubelet/server.py`) runs for a single node, on HTTPS: the serving
+certificate is `--tls-cert-file`/`--tls-private-key-file`, else a self-signed one kept in
+`<root-dir>/pki/` (a warning says so); callers need a client certificate signed by
+`--client-ca-file` whose CN is an `--authorized-client` (default the API server's
+`kube-apiserver-kubelet-client`) or whose groups include `system:masters`. Without
+`--client-ca-file` every request is refused. `--healthz-port` (10248, loopback, plain HTTP) says
+whether the process runs, without credentials.
+
+The API server and NATS are reached with this kubelet's own identity (`shared.connect`): the
+kubeconfig's client certificate, and NATS user `kubelet-<node>` (a hollow fleet of several nodes:
+`kubelet-hollow`) unless `--nats-user` says otherwise.
 """
 
 from __future__ import annotations
@@ -21,25 +27,25 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
-import os
 import re
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from services.kubelet.apiclient import clients
 from services.kubelet.config import DEFAULT_PAUSE_IMAGE, KubeletConfig
 from services.kubelet.kubelet import Kubelet
 from services.kubelet.runtime_types import ContainerRuntime
+from services.kubelet.server import DEFAULT_AUTHORIZED_CLIENTS, KubeletServer, ServerTLS, serve_healthz
 from services.kubelet.status import StatusManager
 from shared import bus as busmod
+from shared import connect, pki
 from shared.api.resources import BY_PLURAL
 from shared.informer import Informer
 from shared.log import event
+from shared.netinfo import primary_ipv4
 from shared.recorder import EventRecorder
 from shared.runner import run_component
 
@@ -73,9 +79,7 @@ def labels(text: str) -> dict[str, str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--master", default="", help="the apiserver URL (overrides --kubeconfig)")
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", ""))
-    p.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    connect.add_arguments(p, nats_user_default="")  # "": kubelet-<node>, or kubelet-hollow for a fleet
     p.add_argument("--node-name", default="", help="default: the hostname, lowercased")
     p.add_argument("--hostname-override", default="", help="alias of --node-name")
     p.add_argument("--node-ip", default="", help="InternalIP (default: the primary IPv4; hollow: loopback)")
@@ -86,6 +90,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod-infra-container-image", default=DEFAULT_PAUSE_IMAGE)
     p.add_argument("--address", default="0.0.0.0", help="bind address of the kubelet server")
     p.add_argument("--port", type=int, default=10250)
+    p.add_argument("--tls-cert-file", default="",
+                   help="serving certificate of the kubelet server (default: self-signed, in <root-dir>/pki)")
+    p.add_argument("--tls-private-key-file", default="", help="key of --tls-cert-file")
+    p.add_argument("--client-ca-file", default="",
+                   help="CA of the client certificates the kubelet server accepts (without it: every request 401)")
+    p.add_argument("--authorized-client", action="append", default=None, metavar="CN[,CN...]",
+                   help="client-certificate CN allowed to use logs and exec (repeatable; default "
+                        f"{','.join(DEFAULT_AUTHORIZED_CLIENTS)}); certificates of group system:masters always are")
+    p.add_argument("--healthz-port", type=int, default=10248, help="plain-HTTP /healthz port (0: off)")
+    p.add_argument("--healthz-bind-address", default="127.0.0.1")
     p.add_argument("--max-pods", type=int, default=110)
     p.add_argument("--hollow-nodes", type=int, default=1, help="hollow nodes in this process (<node-name>-<i>)")
     p.add_argument("--hollow-node-cpu", default="8")
@@ -106,23 +120,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-retry-max", type=duration, default=10.0,
                    help="cap of the back-off between API retries while the API server is away")
     p.add_argument("--log-level", default="INFO")
-
-
-def _api(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    server, kwargs = "", dict[str, Any]()
-    if args.kubeconfig:
-        cfg = yaml.safe_load(Path(args.kubeconfig).read_text()) or {}
-        current = cfg.get("current-context")
-        ctx = next((c.get("context") or {} for c in cfg.get("contexts") or () if c.get("name") == current), {})
-        cluster = next((c.get("cluster") or {} for c in cfg.get("clusters") or ()
-                        if c.get("name") == ctx.get("cluster")), {})
-        user = next((u.get("user") or {} for u in cfg.get("users") or () if u.get("name") == ctx.get("user")), {})
-        server = str(cluster.get("server") or "")
-        if user.get("token"):
-            kwargs["token"] = user["token"]
-        if cluster.get("certificate-authority"):
-            kwargs["ca_file"] = cluster["certificate-authority"]
-    return args.master or server or "http://127.0.0.1:6443", kwargs
 
 
 def hollow_ip(index: int) -> str:
@@ -171,18 +168,19 @@ def make_runtime(cfg: KubeletConfig) -> ContainerRuntime:
 class BusConnector:
     """One NATS connection, made in the background and retried until NATS answers."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, options: busmod.BusOptions | None = None) -> None:
         self.url = url
         self.name = name
+        self.options = options
         self._task: asyncio.Task[busmod.Bus] | None = None
 
     async def _connect(self) -> busmod.Bus:
         delay = 0.5
         while True:
-            bus = busmod.Bus(self.url, self.name)
+            bus = busmod.Bus(self.url, self.name, self.options)
             try:
                 await bus.connect(timeout=3.0)
-                event(log, "nats_connected", url=self.url)
+                event(log, "nats_connected", url=self.url, user=self.options.user if self.options else None)
                 return bus
             except ConnectionError as e:
                 event(log, "nats_unavailable", logging.WARNING, url=self.url, error=str(e), retry_in_s=delay)
@@ -206,44 +204,93 @@ class BusConnector:
             await self._task.result().close()
 
 
-async def start_server(runtime: ContainerRuntime, cfg: KubeletConfig, bind: str) -> Any:
-    """The logs/exec server, if `services.kubelet.server` provides one (None otherwise)."""
+def authorized_clients(values: list[str] | None) -> frozenset[str]:
+    """The CNs of `--authorized-client` (repeatable, each a comma-separated list)."""
+    names = [n.strip() for v in (values or DEFAULT_AUTHORIZED_CLIENTS) for n in v.split(",")]
+    return frozenset(n for n in names if n)
+
+
+def self_signed_serving_cert(cfg: KubeletConfig) -> pki.CertPair:
+    """`<root-dir>/pki/kubelet.crt` + `.key`, signed by a CA of this kubelet's own in the same
+    folder (kept across restarts): what a kubelet without `--tls-cert-file` serves."""
+    folder = cfg.root_dir / "pki"
+    ca = pki.ensure_ca(folder, f"kubelet-ca@{cfg.node_name}")
+    ips = [cfg.node_ip or ("" if cfg.hollow else primary_ipv4()), "127.0.0.1"]
+    return pki.ensure_cert(folder, ca, "kubelet", cn=cfg.node_name, server=True,
+                           dns=[cfg.node_name, socket.gethostname().lower(), "localhost"], ips=[i for i in ips if i])
+
+
+def server_tls(args: argparse.Namespace, cfg: KubeletConfig) -> ServerTLS:
+    """The kubelet server's TLS settings from the flags; ValueError (one line) when unusable."""
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        raise ValueError("--tls-cert-file and --tls-private-key-file must be given together")
+    if args.tls_cert_file:
+        cert, key = args.tls_cert_file, args.tls_private_key_file
+    else:
+        try:
+            pair = self_signed_serving_cert(cfg)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot create a serving certificate in {cfg.root_dir / 'pki'}: {e}") from None
+        cert, key = str(pair.cert), str(pair.key)
+    if args.client_ca_file and not Path(args.client_ca_file).is_file():
+        raise ValueError(f"--client-ca-file {args.client_ca_file} does not exist")
+    tls = ServerTLS(cert, key, args.client_ca_file or None, authorized_clients(args.authorized_client))
     try:
-        mod = importlib.import_module("services.kubelet.server")
-    except ModuleNotFoundError as e:
-        if e.name != "services.kubelet.server":
-            raise
-        event(log, "kubelet_server_skipped", reason="services.kubelet.server does not exist yet")
-        return None
-    cls = getattr(mod, "KubeletServer", None)
-    if cls is None:
-        event(log, "kubelet_server_skipped", reason="services.kubelet.server has no KubeletServer")
-        return None
-    server = cls(runtime, cfg.node_name, bind, cfg.port)
+        tls.context()
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot use the kubelet server's TLS files (cert={cert}, key={key}, "
+                         f"client CA={args.client_ca_file or None}): {e}") from None
+    return tls
+
+
+def warn_insecure_defaults(args: argparse.Namespace, tls: ServerTLS) -> None:
+    """Say what the kubelet server's defaults mean (after logging is set up)."""
+    if not args.tls_cert_file:
+        event(log, "kubelet_self_signed_certificate", logging.WARNING, cert=tls.cert_file,
+              hint="pass --tls-cert-file/--tls-private-key-file signed by the cluster CA, "
+                   "so the API server can verify this kubelet")
+    if tls.client_ca_file is None:
+        event(log, "kubelet_server_refuses_all", logging.WARNING,
+              reason="no --client-ca-file: every logs/exec request is answered 401")
+
+
+async def start_server(runtime: ContainerRuntime, cfg: KubeletConfig, bind: str,
+                       tls: ServerTLS | None = None) -> KubeletServer:
+    """The logs/exec server of one node (HTTPS when `tls`)."""
+    server = KubeletServer(runtime, cfg.node_name, bind, cfg.port, tls=tls)
     await server.start()
-    event(log, "kubelet_server_started", address=bind, port=cfg.port)
+    event(log, "kubelet_server_started", address=bind, port=server.port, https=tls is not None)
     return server
 
 
 async def run_fleet(cfgs: list[KubeletConfig], server: str, client_kwargs: dict[str, Any], nats_url: str,
-                    bind: str = "0.0.0.0") -> None:
-    """Run the kubelets of `cfgs` until cancelled, sharing the API client and NATS connection."""
+                    bind: str = "0.0.0.0", *, bus_options: busmod.BusOptions | None = None,
+                    tls: ServerTLS | None = None, healthz: tuple[str, int] | None = None) -> None:
+    """Run the kubelets of `cfgs` until cancelled, sharing the API client and NATS connection.
+
+    A single node also serves logs/exec on `bind`:`cfg.port` (HTTPS when `tls`) and, with
+    `healthz` (address, port), the plain-HTTP /healthz."""
     client, heartbeat = clients(server, cfgs[0].node_name, nodes=len(cfgs), **client_kwargs)
-    connector = BusConnector(nats_url, f"kubenats-kubelet-{cfgs[0].node_name}")
+    connector = BusConnector(nats_url, f"kubenats-kubelet-{cfgs[0].node_name}", bus_options)
     status = StatusManager(client, workers=min(32, 4 * len(cfgs)), retry_max=cfgs[0].api_retry_max)
     fleet = len(cfgs) > 1
     runtimes = [make_runtime(cfg) for cfg in cfgs]
-    http_server: Any = None
+    http_server: KubeletServer | None = None
+    healthz_server: asyncio.Server | None = None
     if not fleet:
         try:
-            http_server = await start_server(runtimes[0], cfgs[0], bind)
+            http_server = await start_server(runtimes[0], cfgs[0], bind, tls)
         except OSError as e:  # e.g. the port is taken: pods matter more than logs/exec
             event(log, "kubelet_server_failed", logging.ERROR, address=bind, port=cfgs[0].port, error=str(e))
             # never advertise a port another process owns: logs/exec would reach the wrong kubelet
             cfgs = [dataclasses.replace(cfgs[0], port=0)]
-        bound = getattr(http_server, "port", None)
-        if isinstance(bound, int) and bound != cfgs[0].port:
-            cfgs = [dataclasses.replace(cfgs[0], port=bound)]  # --port 0: report the port we got
+        if http_server is not None and http_server.port != cfgs[0].port:
+            cfgs = [dataclasses.replace(cfgs[0], port=http_server.port)]  # --port 0: report the port we got
+        if healthz is not None and healthz[1] > 0:
+            try:
+                healthz_server = await serve_healthz(*healthz)
+            except OSError as e:  # another kubelet on this host has it: not worth stopping for
+                event(log, "kubelet_healthz_failed", logging.WARNING, address=healthz[0], port=healthz[1], error=str(e))
     kubelets = [Kubelet(cfg, rt, client=client, status=status, heartbeat_client=heartbeat,
                         recorder=EventRecorder(client, "kubelet", cfg.node_name), node_informer=not fleet)
                 for cfg, rt in zip(cfgs, runtimes, strict=True)]
@@ -305,6 +352,8 @@ async def run_fleet(cfgs: list[KubeletConfig], server: str, client_kwargs: dict[
                 tg.create_task(fleet_stats(), name="fleet stats")
                 tg.create_task(loop_lag(), name="loop lag")
     finally:
+        if healthz_server is not None:
+            healthz_server.close()
         if http_server is not None:
             with contextlib.suppress(Exception):
                 await http_server.stop()
@@ -320,11 +369,27 @@ async def run_fleet(cfgs: list[KubeletConfig], server: str, client_kwargs: dict[
                 close()
 
 
+def nats_user(args: argparse.Namespace, cfgs: list[KubeletConfig]) -> str:
+    """--nats-user, else this kubelet's own user: kubelet-<node>, or kubelet-hollow for a fleet."""
+    if args.nats_user:
+        return str(args.nats_user)
+    return "kubelet-hollow" if len(cfgs) > 1 else f"kubelet-{cfgs[0].node_name}"
+
+
 def run(args: argparse.Namespace) -> int:
-    server, kwargs = _api(args)
     cfgs = configs(args)
+    args.nats_user = nats_user(args, cfgs)
+    try:
+        api = connect.client_config(args)
+        bus_options = connect.bus_options(args)
+        tls = server_tls(args, cfgs[0]) if len(cfgs) == 1 else None
+    except ValueError as e:  # connect.ConnectError is one
+        return connect.fail("kubelet", e)
 
     async def main() -> None:
-        await run_fleet(cfgs, server, kwargs, args.nats_url, args.address)
+        if tls is not None:
+            warn_insecure_defaults(args, tls)
+        await run_fleet(cfgs, api.server, connect.client_kwargs(api), args.nats_url, args.address,
+                        bus_options=bus_options, tls=tls, healthz=(args.healthz_bind_address, args.healthz_port))
 
     return run_component("kubelet", main, args.log_level)

@@ -16,13 +16,11 @@ spread evenly over the interval instead of bursting.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import platform
 import random
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -35,6 +33,8 @@ from shared.api.resources import BY_PLURAL
 from shared.client import ApiClient, path_of
 from shared.errors import ApiError
 from shared.log import event
+from shared.netinfo import primary_ipv4
+from shared.netinfo import read_text as _read
 
 log = logging.getLogger("kubenats.kubelet.node")
 NODES = BY_PLURAL[("", "nodes")]
@@ -44,32 +44,6 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc
 
 
 # ---- the machine -------------------------------------------------------------------------------
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def primary_ipv4() -> str:
-    """The IPv4 address of the interface holding the default route (no packet is sent)."""
-    iface = ""
-    for line in _read("/proc/net/route").splitlines()[1:]:
-        parts = line.split()
-        if len(parts) > 2 and parts[1] == "00000000":
-            iface = parts[0]
-            break
-    if iface:
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", iface[:15].encode()))  # SIOCGIFADDR
-                return socket.inet_ntoa(packed[20:24])
-        except OSError:
-            pass
-    return "127.0.0.1"
 
 
 def os_image() -> str:

@@ -23,7 +23,9 @@ import contextvars
 import functools
 import math
 import os
+import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -32,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import docker
 import docker.errors
-from docker.utils.socket import frames_iter
 
 from services.kubelet.runtime_types import (
     LABEL_CONTAINER_HASH,
@@ -616,6 +617,7 @@ class _Pump(Generic[T]):
             return False
 
     def _pump(self) -> None:
+        iterator: Iterator[T] | None = None
         try:
             iterator, close_fn = self._open()
             with self._lock:
@@ -636,6 +638,12 @@ class _Pump(Generic[T]):
                 self._deliver(_Failure(e))
         finally:
             self.close()
+            end = getattr(iterator, "close", None)  # a generator's cleanup runs in this thread, now
+            if end is not None:
+                try:
+                    end()
+                except Exception:
+                    pass
 
     def __aiter__(self) -> _Pump[T]:
         return self
@@ -668,9 +676,52 @@ class _Pump(Generic[T]):
                 pass
 
 
+def _exec_frames(raw: socket.socket, tty: bool, closed: Callable[[], bool]) -> Iterator[tuple[str, bytes]]:
+    """Docker's hijacked exec stream as (stream, bytes): 8-byte headers (stream id, size) then the
+    payload, or raw bytes with a tty. Polls with a timeout so that a reader whose socket was shut
+    down, or whose session was closed, always notices (docker-py's reader polls without one)."""
+    poller = select.poll()
+    poller.register(raw, select.POLLIN | select.POLLPRI)
+
+    def read(n: int) -> bytes:
+        while not closed():
+            if poller.poll(500):
+                return raw.recv(n)
+        return b""
+
+    def exactly(n: int) -> bytes | None:
+        data = b""
+        while len(data) < n:
+            chunk = read(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    while True:
+        if tty:
+            chunk = read(65536)
+            if not chunk:
+                return
+            yield STDOUT, chunk
+            continue
+        header = exactly(8)
+        if header is None:
+            return
+        stream, size = struct.unpack(">BxxxL", header)
+        if size == 0:
+            continue
+        payload = exactly(size)
+        if payload is None:
+            return
+        yield (STDERR if stream == 2 else STDOUT), payload
+
+
 class _DockerExecSession:
     """`ExecSession` over a hijacked Docker exec connection; one reader thread demultiplexes the
-    8-byte-framed stdout/stderr stream (raw bytes with a tty)."""
+    8-byte-framed stdout/stderr stream (raw bytes with a tty). The reader thread owns the socket:
+    closing the session only shuts it down, and the thread releases the descriptor when it ends,
+    so a descriptor number can never be reused under a reader still polling it."""
 
     def __init__(self, runtime: DockerRuntime, exec_id: str, sock: Any, tty: bool) -> None:
         self._rt = runtime
@@ -678,18 +729,28 @@ class _DockerExecSession:
         self._sock = sock
         self._raw: socket.socket = getattr(sock, "_sock", sock)
         self._tty = tty
+        self._stopping = False
         self._pump: _Pump[tuple[str, bytes]] = _Pump(self._open, f"exec-{exec_id[:12]}")
 
     def _open(self) -> tuple[Iterator[tuple[str, bytes]], Callable[[], None]]:
-        frames = ((STDERR if n == 2 else STDOUT, data) for n, data in frames_iter(self._sock, self._tty))
-        return frames, self._shutdown
+        return self._frames(), self._shutdown
+
+    def _frames(self) -> Iterator[tuple[str, bytes]]:
+        try:
+            yield from _exec_frames(self._raw, self._tty, lambda: self._stopping)
+        finally:
+            for release in (self._raw.close, self._sock.close):
+                try:
+                    release()
+                except OSError:
+                    pass
 
     def _shutdown(self) -> None:
-        for step in (lambda: self._raw.shutdown(socket.SHUT_RDWR), self._raw.close, self._sock.close):
-            try:
-                step()
-            except OSError:
-                pass
+        self._stopping = True
+        try:
+            self._raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
         return self._pump

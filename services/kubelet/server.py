@@ -22,8 +22,17 @@ works on `DockerRuntime` and `HollowRuntime` alike:
 - `GET /healthz`.
 
 The server is uvicorn running on the kubelet's own event loop (`start()`/`stop()`), without
-uvicorn's signal handlers: the kubelet process owns SIGTERM. Authentication of callers (the API
-server's client certificate) comes with the security work; `authenticate` is the seam for it.
+uvicorn's signal handlers: the kubelet process owns SIGTERM.
+
+Security (`ServerTLS`, what `kubenats kubelet` always uses): HTTPS, and every request, `/healthz`
+included, needs a client certificate signed by `--client-ca-file` (the TLS handshake fails for a
+certificate of another CA). Without one the answer is 401; a valid certificate whose CN is not an
+authorized client (default `kube-apiserver-kubelet-client`, the API server's) and whose groups
+(O) do not include `system:masters` gets 403 Forbidden. Both are `Status` JSON, for HTTP and for
+the exec WebSocket upgrade alike. Without a client CA every request gets 401, as the kubelet with
+anonymous authentication off. `KubeletServer` built without `tls` serves plain HTTP (tests);
+`authenticate` is an extra hook consulted after the certificate check (False answers 401).
+`serve_healthz` is the plain-HTTP `/healthz` of `--healthz-port` (10248, loopback), as upstream.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import contextlib
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -45,7 +55,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -58,6 +68,7 @@ from services.kubelet.runtime_types import (
     ContainerStatus,
     ExecSession,
 )
+from shared import healthz, tlsserver
 
 log = logging.getLogger("kubenats.kubelet.server")
 
@@ -83,6 +94,40 @@ NON_ZERO_EXIT_CODE_REASON = "NonZeroExitCode"
 EXIT_CODE_CAUSE = "ExitCode"
 
 Authenticator = Callable[[HTTPConnection], Awaitable[bool]]
+
+# the API server's client certificate for kubelets (shared/pki.py issues it)
+DEFAULT_AUTHORIZED_CLIENTS = ("kube-apiserver-kubelet-client",)
+MASTERS_GROUP = "system:masters"
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """HTTPS with client-certificate authentication and a CN allow-list (see the module doc).
+
+    `client_ca_file` None: no certificate can be verified, so every request is refused (401).
+    A certificate is authorized when its CN is in `authorized_clients` or one of its O values
+    is in `authorized_groups`."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    authorized_clients: frozenset[str] = frozenset(DEFAULT_AUTHORIZED_CLIENTS)
+    authorized_groups: frozenset[str] = frozenset({MASTERS_GROUP})
+
+    def context(self) -> ssl.SSLContext:
+        """The server's SSL context (OSError / ssl.SSLError for unusable files)."""
+        return tlsserver.server_context(self.cert_file, self.key_file, self.client_ca_file)
+
+    def check(self, conn: HTTPConnection) -> _HttpError | None:
+        """None when the caller may use the kubelet API, else the 401/403 to answer."""
+        subject = tlsserver.client_subject(conn.scope) if self.client_ca_file else None
+        if subject is None:
+            return _HttpError(401, "Unauthorized")
+        cn, groups = subject
+        if cn in self.authorized_clients or not self.authorized_groups.isdisjoint(groups):
+            return None
+        verb = "create" if conn.scope.get("method") == "POST" else "get"
+        return _HttpError(403, f"Forbidden (user={cn}, verb={verb}, resource=nodes, subresource=proxy)")
 
 
 def negotiate(offered: Sequence[str]) -> str | None:
@@ -181,6 +226,22 @@ class _HttpError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+_AUTH_REASONS = {401: "Unauthorized", 403: "Forbidden"}
+
+
+def auth_status(code: int, message: str) -> dict[str, Any]:
+    """The Status of a refused caller (401 Unauthorized, 403 Forbidden)."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": _AUTH_REASONS.get(code, "Unknown"), "code": code}
+
+
+def _error_response(e: _HttpError) -> Response:
+    """Authentication and authorization failures as Status JSON; other errors as plain text."""
+    if e.code in _AUTH_REASONS:
+        return JSONResponse(auth_status(e.code, e.message), e.code)
+    return PlainTextResponse(e.message, e.code)
 
 
 # ---- query parameters ---------------------------------------------------------------------------
@@ -484,7 +545,9 @@ class KubeletServer:
     """The kubelet's API (logs, exec, healthz) for one node, served on the running event loop.
 
     `port=0` binds a free port; `port` and `url` tell the bound one after `start()`.
-    `authenticate` (the security seam) sees every request first; False answers 401."""
+    `tls`: HTTPS with client-certificate authentication (`ServerTLS`); without it, plain HTTP
+    open to everyone. `authenticate` (an extra hook) sees every request after the certificate
+    check; False answers 401."""
 
     def __init__(
         self,
@@ -494,6 +557,7 @@ class KubeletServer:
         port: int = DEFAULT_PORT,
         *,
         authenticate: Authenticator | None = None,
+        tls: ServerTLS | None = None,
         shutdown_grace: float = 2.0,
     ) -> None:
         self.runtime = runtime
@@ -501,6 +565,7 @@ class KubeletServer:
         self.bind_address = bind_address
         self._port = port
         self._authenticate = authenticate
+        self.tls = tls
         self._shutdown_grace = shutdown_grace
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -520,11 +585,13 @@ class KubeletServer:
     def url(self) -> str:
         host = "127.0.0.1" if self.bind_address in ("", "0.0.0.0") else self.bind_address
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self._port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self._port}"
 
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("the kubelet server is already running")
+        # load the certificates first: unusable files fail here, before the port is taken
+        tls_options = tlsserver.uvicorn_options(self.tls.context()) if self.tls else {"ws": "auto"}
         family = socket.AF_INET6 if ":" in self.bind_address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -536,8 +603,8 @@ class KubeletServer:
         sock.set_inheritable(True)
         self._port = int(sock.getsockname()[1])
         config = uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False, ws="auto",
-            timeout_graceful_shutdown=max(int(self._shutdown_grace), 1), server_header=False,
+            self.app, lifespan="off", log_config=None, access_log=False,
+            timeout_graceful_shutdown=max(int(self._shutdown_grace), 1), server_header=False, **tls_options,
         )
         server = self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"kubelet-server-{self.node_name}")
@@ -546,7 +613,8 @@ class KubeletServer:
                 self._task.result()  # raises the startup failure
                 raise RuntimeError("the kubelet server stopped while starting")
             await asyncio.sleep(0.01)
-        log.info("kubelet server for node %s listening on %s:%d", self.node_name, self.bind_address, self._port)
+        log.info("kubelet server for node %s listening on %s:%d (%s)", self.node_name, self.bind_address, self._port,
+                 "https" if self.tls else "http")
 
     async def stop(self) -> None:
         """Stop listening and end open streams (after `shutdown_grace` seconds at most)."""
@@ -565,15 +633,26 @@ class KubeletServer:
 
     # ---- handlers ----------------------------------------------------------------------------
 
-    async def _allowed(self, conn: HTTPConnection) -> bool:
-        return self._authenticate is None or await self._authenticate(conn)
+    async def _refusal(self, conn: HTTPConnection) -> _HttpError | None:
+        """None when the caller may proceed, else the 401/403 to answer."""
+        if self.tls is not None:
+            refused = self.tls.check(conn)
+            if refused is not None:
+                return refused
+        if self._authenticate is not None and not await self._authenticate(conn):
+            return _HttpError(401, "Unauthorized")
+        return None
 
     async def _healthz(self, request: Request) -> Response:
+        refused = await self._refusal(request)
+        if refused is not None:
+            return _error_response(refused)
         return PlainTextResponse("ok")
 
     async def _container_logs(self, request: Request) -> Response:
-        if not await self._allowed(request):
-            return PlainTextResponse("Unauthorized", 401)
+        refused = await self._refusal(request)
+        if refused is not None:
+            return _error_response(refused)
         pp = request.path_params
         try:
             opts = log_options(request.query_params)
@@ -600,6 +679,9 @@ class KubeletServer:
                 log.info("log stream of %s ended: %s", container_id[:12], e.message)
 
     async def _exec_without_upgrade(self, request: Request) -> Response:
+        refused = await self._refusal(request)
+        if refused is not None:
+            return _error_response(refused)
         return PlainTextResponse(
             "Upgrade request required: this kubelet serves exec over WebSocket (" + ", ".join(EXEC_PROTOCOLS) + ")",
             400,
@@ -608,8 +690,9 @@ class KubeletServer:
     async def _exec(self, ws: WebSocket) -> None:
         pp = ws.path_params
         try:
-            if not await self._allowed(ws):
-                raise _HttpError(401, "Unauthorized")
+            refused = await self._refusal(ws)
+            if refused is not None:
+                raise refused
             opts = exec_options(ws.query_params)
             offered = [str(p) for p in ws.scope.get("subprotocols") or []]
             protocol = negotiate(offered)
@@ -619,10 +702,10 @@ class KubeletServer:
             statuses = await self.runtime.list_containers(all=True)
             target = exec_container(statuses, pp["namespace"], pp["pod"], pp.get("uid", ""), pp["container"])
         except _HttpError as e:
-            await _deny(ws, e.code, e.message)
+            await _deny(ws, e)
             return
         except ContainerRuntimeError as e:
-            await _deny(ws, 500, e.message)
+            await _deny(ws, _HttpError(500, e.message))
             return
         await ws.accept(subprotocol=protocol or None)
         codec = ChannelCodec(protocol or PROTOCOL_V1)
@@ -639,9 +722,17 @@ class KubeletServer:
         await _ExecStream(ws, codec, session, opts).run()
 
 
-async def _deny(ws: WebSocket, code: int, message: str) -> None:
+async def _deny(ws: WebSocket, error: _HttpError) -> None:
     """Refuse the upgrade with an HTTP response (where the server supports it), as the kubelet does."""
     if "websocket.http.response" in (ws.scope.get("extensions") or {}):
-        await ws.send_denial_response(PlainTextResponse(message, code))
+        await ws.send_denial_response(_error_response(error))
     else:
-        await ws.close(1008, message[:120])
+        await ws.close(1008, error.message[:120])
+
+
+async def serve_healthz(bind_address: str, port: int) -> asyncio.Server:
+    """The kubelet's plain-HTTP health endpoint (`--healthz-port`, upstream 10248 on loopback):
+    `GET /healthz` answers 200 `ok`, anything else 404. No credentials: it tells only that the
+    process runs, for liveness checks that hold no client certificate."""
+    return await healthz.serve(bind_address, port,
+                               lambda path: (200, b"ok", "text/plain; charset=utf-8") if path == "/healthz" else None)

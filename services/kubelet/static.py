@@ -73,7 +73,13 @@ def static_pod(raw: Obj, node_name: str, source: str) -> Obj:
     meta = pod.setdefault("metadata", {})
     if not meta.get("name"):
         raise ValueError("metadata.name is required")
+    # the kubelet defaults a manifest but runs no admission: a static pod gets no service account
+    # (its mirror could not be created by a node otherwise: NodeRestriction refuses that)
     apply_defaults("pods", pod, create=True)
+    raw_spec: dict[str, Any] = raw["spec"] if isinstance(raw.get("spec"), dict) else {}
+    for key in ("serviceAccountName", "serviceAccount"):
+        if key not in raw_spec:
+            pod.get("spec", {}).pop(key, None)
     node = node_name.lower()
     if not meta.get("uid"):
         h = hashlib.md5(usedforsecurity=False)

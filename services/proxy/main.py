@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from shared import connect, healthz
 from shared.api.resources import BY_PLURAL
 from shared.bus import Bus
 from shared.client import ApiClient
@@ -68,8 +69,7 @@ def cidr(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--master", default="http://127.0.0.1:6443", help="the apiserver URL")
-    p.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    connect.add_arguments(p, nats_user_default="proxy")
     p.add_argument("--hostname-override", default="", help="this node's name (default: the hostname)")
     p.add_argument("--service-cluster-ip-range", type=cidr, default="10.0.0.0/16",
                    help="the service range: routed `local` on this host and refused unless a rule serves it")
@@ -274,28 +274,12 @@ def _split_hostport(text: str) -> tuple[str, int]:
 async def serve_healthz(proxy: Proxy, bind: str) -> asyncio.Server:
     host, port = _split_hostport(bind)
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = line.decode(errors="replace").split()
-            path = parts[1].split("?")[0] if len(parts) > 1 else "/"
-            if path in ("/healthz", "/livez"):
-                ok = proxy.healthy() if path == "/healthz" else True
-                code, body, ctype = (200 if ok else 503), proxy.health_body(), "application/json"
-            else:
-                code, body, ctype = 404, b"404 page not found\n", "text/plain"
-            reason = {200: "OK", 503: "Service Unavailable", 404: "Not Found"}[code]
-            writer.write(f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         f"Connection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(handle, host, port)
+    def answer(path: str) -> tuple[int, bytes, str] | None:
+        if path not in ("/healthz", "/livez"):
+            return None
+        ok = proxy.healthy() if path == "/healthz" else True
+        return (200 if ok else 503), proxy.health_body(), "application/json"
+    return await healthz.serve(host, port, answer)
 
 
 # ---- entry points -----------------------------------------------------------------------------
@@ -322,20 +306,26 @@ def run(args: argparse.Namespace) -> int:
 
         setup("proxy", args.log_level)
         return asyncio.run(cleanup(args))
+    try:
+        bus_options = connect.bus_options(args)
+        client = connect.api_client(args, "kubenats-proxy")
+    except connect.ConnectError as e:
+        return connect.fail("proxy", e)
 
     async def main() -> None:
-        bus = Bus(args.nats_url, f"kubenats-proxy-{args.hostname_override or socket.gethostname()}")
-        await bus.connect()
-        client = ApiClient(args.master, user_agent="kubenats-proxy")
-        proxy = Proxy(args, bus, client)
-        server = await serve_healthz(proxy, args.healthz_bind_address)
-        event(log, "proxy_started", node=proxy.node, mode=args.proxy_mode, healthz=args.healthz_bind_address,
-              service_cidr=args.service_cluster_ip_range)
+        bus = Bus(args.nats_url, f"kubenats-proxy-{args.hostname_override or socket.gethostname()}", bus_options)
         try:
-            await proxy.run()
+            await bus.connect()
+            proxy = Proxy(args, bus, client)
+            server = await serve_healthz(proxy, args.healthz_bind_address)
+            event(log, "proxy_started", node=proxy.node, mode=args.proxy_mode, healthz=args.healthz_bind_address,
+                  service_cidr=args.service_cluster_ip_range)
+            try:
+                await proxy.run()
+            finally:
+                server.close()
+                await proxy.stop()
         finally:
-            server.close()
-            await proxy.stop()
             await client.close()
             await bus.close()
 

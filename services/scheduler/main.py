@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import re
 import sys
-from pathlib import Path
-from typing import Any
-
-import yaml
 
 from services.scheduler.leader import (
     DEFAULT_LEASE_DURATION,
@@ -29,8 +24,8 @@ from services.scheduler.leader import (
 )
 from services.scheduler.plugins import LEAST_ALLOCATED, MOST_ALLOCATED, default_profile
 from services.scheduler.scheduler import DEFAULT_SCHEDULER_NAME, Scheduler
+from shared import connect
 from shared.bus import Bus
-from shared.client import ApiClient
 from shared.recorder import EventRecorder
 from shared.runner import run_component
 
@@ -73,10 +68,7 @@ def percentage(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--master", default="", help="the apiserver URL (overrides --kubeconfig)")
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", ""),
-                   help="kubeconfig file with the apiserver's address and credentials")
-    p.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    connect.add_arguments(p, nats_user_default="scheduler")
     p.add_argument("--leader-elect", type=boolean, nargs="?", const=True, default=True,
                    help="hold the kube-system/kube-scheduler Lease before scheduling (default true)")
     p.add_argument("--leader-elect-lease-duration", type=duration, default=DEFAULT_LEASE_DURATION)
@@ -107,29 +99,7 @@ def _skip_missing_sniffio() -> None:
         sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
-def _from_kubeconfig(path: str) -> tuple[str, dict[str, Any]]:
-    """(server, ApiClient keyword arguments) from the current context of a kubeconfig file."""
-    cfg = yaml.safe_load(Path(path).read_text()) or {}
-    current = cfg.get("current-context")
-    ctx = next((c.get("context") or {} for c in cfg.get("contexts") or () if c.get("name") == current), {})
-    cluster = next((c.get("cluster") or {} for c in cfg.get("clusters") or ()
-                    if c.get("name") == ctx.get("cluster")), {})
-    user = next((u.get("user") or {} for u in cfg.get("users") or () if u.get("name") == ctx.get("user")), {})
-    kwargs: dict[str, Any] = {}
-    if user.get("token"):
-        kwargs["token"] = user["token"]
-    if cluster.get("certificate-authority"):
-        kwargs["ca_file"] = cluster["certificate-authority"]
-    if user.get("client-certificate") and user.get("client-key"):
-        kwargs["cert"] = (user["client-certificate"], user["client-key"])
-    return str(cluster.get("server") or ""), kwargs
-
-
 def run(args: argparse.Namespace) -> int:
-    server, kwargs = "", dict[str, Any]()
-    if args.kubeconfig:
-        server, kwargs = _from_kubeconfig(args.kubeconfig)
-    server = args.master or server or "http://127.0.0.1:6443"
     if args.leader_elect and not (args.leader_elect_lease_duration > args.leader_elect_renew_deadline
                                   > args.leader_elect_retry_period * 1.2 > 0):
         print("kubenats scheduler: need --leader-elect-lease-duration > --leader-elect-renew-deadline > "
@@ -138,12 +108,16 @@ def run(args: argparse.Namespace) -> int:
     if args.bind_concurrency < 1:
         print("kubenats scheduler: --bind-concurrency must be at least 1", file=sys.stderr)
         return 2
+    try:
+        client = connect.api_client(args, "kubenats-scheduler")
+        bus_options = connect.bus_options(args)
+    except connect.ConnectError as e:
+        return connect.fail("scheduler", e)
     identity = default_identity()
     _skip_missing_sniffio()
 
     async def main() -> None:
-        client = ApiClient(server, user_agent="kubenats-scheduler", **kwargs)
-        bus = Bus(args.nats_url, f"kubenats-scheduler-{identity}")
+        bus = Bus(args.nats_url, f"kubenats-scheduler-{identity}", bus_options)
         try:
             await bus.connect()
             profile = default_profile(args.scoring_strategy, args.percentage_of_nodes_to_score)

@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from shared.kubeconfig import write_kubeconfig
+from shared.netinfo import host_addresses
+
+from . import cluster
 
 COMPONENTS = ("apiserver", "scheduler", "controllers", "kubelet", "proxy")
 INSTALL_HINT = {"etcd": "apt-get install etcd-server", "nats-server": "apt-get install nats-server"}
@@ -89,11 +91,13 @@ async def wait_port(port: int, child: Child, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{child.name} did not listen on port {port} within {timeout:.0f}s")
 
 
-async def wait_ready(url: str, child: Child, timeout: float = 60.0) -> None:
+async def wait_ready(url: str, child: Child, ca: Path, timeout: float = 60.0) -> None:
+    import ssl
+
     import httpx
 
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as client:
+    async with httpx.AsyncClient(timeout=2, verify=ssl.create_default_context(cafile=str(ca))) as client:
         while time.monotonic() < deadline:
             if child.proc is not None and child.proc.returncode is not None:
                 raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
@@ -108,7 +112,7 @@ def component_available(name: str) -> bool:
     return importlib.util.find_spec(f"services.{name}.main") is not None
 
 
-def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, str], set[str]] | int:
+def prepare(args: argparse.Namespace) -> tuple[cluster.ClusterFiles, dict[str, str], set[str]] | int:
     """Folders, binaries and configuration files; an int is an exit code after an error."""
     data = Path(args.data_dir).expanduser()
     for folder in ("etcd", "nats", "manifests", "kubelet"):
@@ -126,18 +130,30 @@ def prepare(args: argparse.Namespace) -> tuple[Path, dict[str, str], set[str]] |
     if unknown:
         print(f"kubenats up: unknown component(s) in --disable: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    (data / "nats.conf").write_text(
-        f'listen: "127.0.0.1:{args.nats_port}"\nmax_payload: 8MB\n'
-        f'jetstream {{\n  store_dir: "{data / "nats"}"\n}}\n')
-    write_kubeconfig(data / "kubeconfig", f"http://127.0.0.1:{args.api_port}")
-    return data, binaries, disabled
+    try:
+        names, ips = host_addresses()  # the kubelet's serving certificate must name the node's InternalIP
+        files = cluster.prepare(data, server_url=f"https://127.0.0.1:{args.api_port}", nats_port=args.nats_port,
+                                nodes=[args.node_name], nats_store_dir=str(data / "nats"), hosts=names, ips=ips)
+    except (OSError, ValueError) as e:
+        print(f"kubenats up: cannot prepare credentials in {data}: {e}", file=sys.stderr)
+        return 1
+    kubeconfig = data / "kubeconfig"
+    text = files.kubeconfig("admin").read_text()
+    if not kubeconfig.exists() or kubeconfig.read_text() != text:
+        tmp = data / ".kubeconfig.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        tmp.replace(kubeconfig)
+    return files, binaries, disabled
 
 
-async def up(args: argparse.Namespace, data: Path, binaries: dict[str, str], disabled: set[str]) -> int:
+async def up(args: argparse.Namespace, files: cluster.ClusterFiles, binaries: dict[str, str], disabled: set[str]) -> int:
+    data = files.data
     etcd_url = f"http://127.0.0.1:{args.etcd_port}"
     peer = args.etcd_port + 1 if args.etcd_port != 2379 else 2380
     nats_url = f"nats://127.0.0.1:{args.nats_port}"
-    api_url = f"http://127.0.0.1:{args.api_port}"
+    api_url = f"https://127.0.0.1:{args.api_port}"
     kubeconfig = data / "kubeconfig"
     py = [sys.executable, "-m", "services.cli"]
     children: list[Child] = []
@@ -157,19 +173,21 @@ async def up(args: argparse.Namespace, data: Path, binaries: dict[str, str], dis
             children.append(c)
             await wait_port(port, c)
         api = Child("apiserver", [*py, "apiserver", "--etcd-servers", etcd_url, "--nats-url", nats_url,
+                                  *cluster.flags(files, "apiserver"), "--data-dir", str(data),
                                   "--bind-address", "127.0.0.1", "--port", str(args.api_port),
                                   "--service-cluster-ip-range", args.service_cluster_ip_range])
         await api.start()
         children.append(api)
-        await wait_ready(api_url, api)
-        common = ["--master", api_url, "--nats-url", nats_url]
+        await wait_ready(api_url, api, files.pki.ca.cert)
+        common = ["--nats-url", nats_url]
         plan = {
-            "scheduler": common,
-            "controllers": common,
-            "kubelet": [*common, "--node-name", args.node_name, "--runtime", args.runtime,
+            "scheduler": [*common, *cluster.flags(files, "scheduler")],
+            "controllers": [*common, *cluster.flags(files, "controllers")],
+            "kubelet": [*common, *cluster.flags(files, "kubelet", args.node_name),
+                        "--node-name", args.node_name, "--runtime", args.runtime,
                         "--pod-manifest-path", str(data / "manifests"), "--root-dir", str(data / "kubelet"),
                         "--pod-infra-container-image", args.pause_image],
-            "proxy": [*common, "--hostname-override", args.node_name,
+            "proxy": [*common, *cluster.flags(files, "proxy"), "--hostname-override", args.node_name,
                       "--service-cluster-ip-range", args.service_cluster_ip_range],
         }
         for name, extra in plan.items():

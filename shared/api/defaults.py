@@ -246,15 +246,18 @@ def _pod(obj: dict[str, Any], create: bool) -> None:
     if create:
         # PrepareForCreate resets status; admission plugins run on create only.
         obj["status"] = status = {"phase": "Pending"}
-        _admit_pod(spec)
+        mirror = "kubernetes.io/config.mirror" in (_dict(obj, "metadata").get("annotations") or {})
+        _admit_pod(spec, service_account=not mirror)
     _setdefault(status, "phase", "Pending")
     _setdefault(status, "qosClass", pod_qos_class(obj))
 
 
-def _admit_pod(spec: dict[str, Any]) -> None:
-    """ServiceAccount, Priority and DefaultTolerationSeconds admission plugins."""
-    _setdefault(spec, "serviceAccountName", "default")
-    spec["serviceAccount"] = spec["serviceAccountName"]
+def _admit_pod(spec: dict[str, Any], service_account: bool = True) -> None:
+    """ServiceAccount (not for mirror pods, as upstream), Priority and DefaultTolerationSeconds
+    admission plugins."""
+    if service_account:
+        _setdefault(spec, "serviceAccountName", "default")
+        spec["serviceAccount"] = spec["serviceAccountName"]
     class_name = spec.get("priorityClassName") or ""
     if spec.get("priority") is None:
         if not class_name:

@@ -363,7 +363,7 @@ def test_allocations_persist_across_restarts_and_replicas() -> None:
         urls = [c.apiserver.url, second.url]
 
         async def fill() -> list[Obj]:
-            async with httpx.AsyncClient(timeout=30) as client:
+            async with httpx.AsyncClient(verify=c.ssl, timeout=30) as client:
                 async def create(i: int) -> Obj:
                     r = await client.post(f"{urls[i % 2]}/api/v1/namespaces/default/services",
                                           json=nodeport_service(f"r{i}"))
@@ -376,13 +376,13 @@ def test_allocations_persist_across_restarts_and_replicas() -> None:
         ips = {s["spec"]["clusterIP"] for s in made}
         ports = {s["spec"]["ports"][0]["nodePort"] for s in made}
         assert len(ips) == 29 and "10.0.0.1" not in ips and len(ports) == 29
-        r = httpx.post(f"{second.url}/api/v1/namespaces/default/services", json=nodeport_service("full"))
+        r = httpx.post(f"{second.url}/api/v1/namespaces/default/services", json=nodeport_service("full"), verify=c.ssl)
         assert r.status_code == 500 and "failed to allocate a serviceIP: range is full" in r.json()["message"]
 
         # free one IP and port, and store a Service holding them the way data written before allocation
         # existed looks (no allocation keys): the restarted apiserver adopts it
         gone = made[1]["spec"]
-        assert httpx.delete(f"{second.url}/api/v1/namespaces/default/services/r1").status_code == 200
+        assert httpx.delete(f"{second.url}/api/v1/namespaces/default/services/r1", verify=c.ssl).status_code == 200
         free_port = min(set(range(30000, 30050)) - ports)
         legacy = {"apiVersion": "v1", "kind": "Service",
                   "metadata": {"name": "legacy", "namespace": "default", "uid": "legacy-uid"},
@@ -401,7 +401,7 @@ def test_allocations_persist_across_restarts_and_replicas() -> None:
         c.apiserver.stop()
         asyncio.run(put_legacy())
         c.apiserver.start()
-        api = httpx.Client(base_url=c.apiserver.url, timeout=30)
+        api = httpx.Client(**c.admin_kwargs(), timeout=30)
         taken = made[0]["spec"]
         for ip in (taken["clusterIP"], gone["clusterIP"]):
             r = api.post("/api/v1/namespaces/default/services", json=nodeport_service("again", clusterIP=ip))

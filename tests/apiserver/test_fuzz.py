@@ -79,7 +79,7 @@ def url_for(plural: str, ns: str) -> str:
 
 @pytest.fixture(scope="module")
 def sync_api(cluster: Cluster) -> Any:
-    with httpx.Client(base_url=cluster.apiserver.url, timeout=30) as c:
+    with httpx.Client(**cluster.admin_kwargs(), timeout=30) as c:
         c.post("/api/v1/namespaces", json={"metadata": {"name": "fuzz"}})
         yield c
 

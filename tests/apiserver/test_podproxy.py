@@ -52,6 +52,8 @@ from tests.servers import Etcd, Nats, free_port
 
 RUN = uuid.uuid4().hex[:8]
 NODE = f"pp-{RUN}"
+TOKEN = "podproxy-admin-token"  # the in-process app (plain HTTP) authenticates a bearer token
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FOREVER = "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
 
@@ -149,7 +151,9 @@ def stores() -> Iterator[tuple[Etcd, Nats]]:
 async def env(stores: tuple[Etcd, Nats]) -> AsyncIterator[Env]:
     etcd, nats = stores
     port = free_port()
-    app = create_app(Config(etcd_servers=[etcd.url], nats_url=nats.url, port=port))
+    tokens = etcd.log.parent / "tokens.csv"
+    tokens.write_text(f'{TOKEN},podproxy-admin,1,"system:masters"\n')
+    app = create_app(Config(etcd_servers=[etcd.url], nats_url=nats.url, port=port, token_auth_file=str(tokens)))
     wired_proxy = wire(app)
     api_server = await serve(app, port, "on")
     standalone_proxy = PodProxy(app.state.kn.objects)
@@ -159,7 +163,7 @@ async def env(stores: tuple[Etcd, Nats]) -> AsyncIterator[Env]:
     kubelet = KubeletServer(rt, NODE, "127.0.0.1", 0)
     await kubelet.start()
     api = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=api, trust_env=False) as c:
+    async with httpx.AsyncClient(headers=AUTH, base_url=api, trust_env=False) as c:
         node = {"metadata": {"name": NODE}, "status": {
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}}}}
@@ -195,7 +199,7 @@ def front(request: pytest.FixtureRequest, env: Env) -> str:
 @pytest.fixture
 async def ns(env: Env) -> str:
     name = "pp-" + uuid.uuid4().hex[:10]
-    async with httpx.AsyncClient(base_url=env.api, trust_env=False) as c:
+    async with httpx.AsyncClient(headers=AUTH, base_url=env.api, trust_env=False) as c:
         r = await c.post("/api/v1/namespaces", json={"metadata": {"name": name}})
     assert r.status_code == 201, r.text
     return name
@@ -213,7 +217,7 @@ async def make_pod(env: Env, ns: str, name: str, scripts: dict[str, str], *, nod
     meta: dict[str, Any] = {"name": name}
     if annotations:
         meta["annotations"] = annotations
-    async with httpx.AsyncClient(base_url=env.api, trust_env=False) as c:
+    async with httpx.AsyncClient(headers=AUTH, base_url=env.api, trust_env=False) as c:
         r = await c.post(f"/api/v1/namespaces/{ns}/pods", json={"metadata": meta, "spec": spec})
     assert r.status_code == 201, r.text
     uid = r.json()["metadata"]["uid"]
@@ -237,7 +241,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 
 async def get_log(base: str, ns: str, pod: str, **params: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=base, timeout=30, trust_env=False) as c:
+    async with httpx.AsyncClient(headers=AUTH, base_url=base, timeout=30, trust_env=False) as c:
         return await c.get(f"/api/v1/namespaces/{ns}/pods/{pod}/log", params=params)
 
 
@@ -273,7 +277,7 @@ async def drain(ws: ClientConnection, timeout: float = 20) -> Session:
 
 
 async def run_exec(url: str, protocols: Sequence[str], stdin: Sequence[bytes] = ()) -> Session:
-    async with connect(url, subprotocols=[Subprotocol(p) for p in protocols], proxy=None) as ws:
+    async with connect(url, subprotocols=[Subprotocol(p) for p in protocols], proxy=None, additional_headers=AUTH) as ws:
         for frame in stdin:
             await ws.send(frame)
         return await drain(ws)
@@ -304,7 +308,7 @@ async def test_logs_follow_streams_until_the_client_leaves(env: Env, front: str,
         "app": "i=0; trap 'exit 0' TERM; while :; do i=$((i+1)); echo tick$i; sleep 0.2 & wait; done"})
     got = b""
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=front, timeout=30, trust_env=False) as c:
+    async with httpx.AsyncClient(headers=AUTH, base_url=front, timeout=30, trust_env=False) as c:
         async with c.stream("GET", f"/api/v1/namespaces/{ns}/pods/ticker/log", params={"follow": "true"}) as r:
             assert r.status_code == 200 and r.headers.get("transfer-encoding") == "chunked"
             async for chunk in r.aiter_raw():
@@ -381,7 +385,7 @@ async def test_logs_errors_as_kubernetes_says_them(env: Env, front: str, ns: str
 
 async def test_logs_waiting_reason_from_pod_status(env: Env, front: str, ns: str) -> None:
     await make_pod(env, ns, "pulling", {"app": FOREVER}, start=())
-    async with httpx.AsyncClient(base_url=env.api, trust_env=False) as c:
+    async with httpx.AsyncClient(headers=AUTH, base_url=env.api, trust_env=False) as c:
         pod = (await c.get(f"/api/v1/namespaces/{ns}/pods/pulling")).json()
         pod["status"]["containerStatuses"] = [{
             "name": "app", "image": BUSYBOX_IMAGE, "imageID": "", "ready": False, "restartCount": 0,
@@ -395,7 +399,7 @@ async def test_logs_waiting_reason_from_pod_status(env: Env, front: str, ns: str
 
 async def test_logs_unreachable_kubelet(env: Env, front: str, ns: str) -> None:
     dead = f"dead-{uuid.uuid4().hex[:8]}"
-    async with httpx.AsyncClient(base_url=env.api, trust_env=False) as c:
+    async with httpx.AsyncClient(headers=AUTH, base_url=env.api, trust_env=False) as c:
         body = {"metadata": {"name": dead}, "status": {
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": free_port()}}}}
@@ -436,7 +440,7 @@ async def test_exec_stdin_and_tty(env: Env, front: str, ns: str) -> None:
     s = await run_exec(cat, [V5], [b"\x00hello\n", b"\xff\x00"])  # v5 CLOSE of stdin ends cat
     assert s.channels[1] == b"hello\n" and s.status["status"] == "Success" and s.close_code == 1000
     tty = exec_url(front, ns, "io", ["sh"], stdin="true", stdout="true", stderr="false", tty="true")
-    async with connect(tty, subprotocols=[Subprotocol(V5)], proxy=None) as ws:
+    async with connect(tty, subprotocols=[Subprotocol(V5)], proxy=None, additional_headers=AUTH) as ws:
         await ws.send(b'\x04{"Width":100,"Height":40}\n')
         await asyncio.sleep(0.3)
         await ws.send(b"\x00stty size; exit 4\n")
@@ -471,7 +475,7 @@ async def test_exec_refusals(env: Env, front: str, ns: str) -> None:
     s = await run_exec(exec_url(front, ns, "two", ["true"], container="b"), [V5])
     assert s.status["message"] == 'unable to upgrade connection: container not found ("b")' and s.close_code == 1000
     # an old client's SPDY upgrade (or a plain request) is told that WebSocket is required
-    async with httpx.AsyncClient(base_url=front, trust_env=False) as c:
+    async with httpx.AsyncClient(headers=AUTH, base_url=front, trust_env=False) as c:
         r = await c.post(f"/api/v1/namespaces/{ns}/pods/two/exec", params={"command": "true", "container": "a"},
                          headers={"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": V4})
     assert r.status_code == 400 and "WebSocket" in status_of(r)["message"]
@@ -479,7 +483,7 @@ async def test_exec_refusals(env: Env, front: str, ns: str) -> None:
 
 async def test_exec_client_leaving_ends_the_kubelet_session(env: Env, front: str, ns: str) -> None:
     await make_pod(env, ns, "leave", {"app": FOREVER})
-    async with connect(exec_url(front, ns, "leave", ["sleep", "3600"]), subprotocols=[Subprotocol(V5)], proxy=None) as ws:
+    async with connect(exec_url(front, ns, "leave", ["sleep", "3600"]), subprotocols=[Subprotocol(V5)], proxy=None, additional_headers=AUTH) as ws:
         assert await ws.recv() == b"\x01"
 
     async def readers_gone() -> bool:
@@ -494,6 +498,8 @@ async def test_exec_client_leaving_ends_the_kubelet_session(env: Env, front: str
 def _core(env: Env) -> kclient.CoreV1Api:
     cfg = kclient.Configuration()
     cfg.host = env.api
+    cfg.api_key = {"authorization": TOKEN}
+    cfg.api_key_prefix = {"authorization": "Bearer"}
     return kclient.CoreV1Api(kclient.ApiClient(cfg))
 
 

@@ -16,7 +16,6 @@ from services.apiserver.publisher import messages_for
 from services.apiserver.storage import Store
 from shared.api.resources import BY_PLURAL
 from shared.bus import STREAM, Bus, Message
-from shared.client import ApiClient
 from shared.informer import Informer
 from tests.apiserver.manifests import pod
 from tests.servers import Cluster
@@ -44,7 +43,7 @@ async def wait_until(cond: Any, timeout: float = 15.0) -> None:
 
 
 async def test_each_write_is_one_event_in_order(cluster: Cluster, api: httpx.AsyncClient, ns: str) -> None:
-    bus = Bus(cluster.nats.url, "test")
+    bus = Bus(cluster.nats.url, "test", cluster.bus_options())
     await bus.connect()
     try:
         events = await collect(bus, f"kube.events.core.pods.{ns}.>")
@@ -123,8 +122,8 @@ async def stream_contents(bus: Bus) -> list[tuple[int, str]]:
 @pytest.mark.slow
 async def test_sigkill_during_writes_publishes_every_revision_once() -> None:
     c = Cluster().start()
-    bus = Bus(c.nats.url, "test")
-    client = ApiClient(c.apiserver.url)
+    bus = Bus(c.nats.url, "test", c.bus_options())
+    client = c.api_client()
     informer = Informer(bus, client, BY_PLURAL[("", "configmaps")], namespace="default", resync_period=3600)
     try:
         await bus.connect()
@@ -136,7 +135,7 @@ async def test_sigkill_during_writes_publishes_every_revision_once() -> None:
 
         async def writer(i: int) -> None:
             nonlocal ok
-            async with httpx.AsyncClient(timeout=5) as client:
+            async with httpx.AsyncClient(verify=c.ssl, timeout=5) as client:
                 n = 0
                 while not stop.is_set():
                     n += 1

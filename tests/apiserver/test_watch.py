@@ -136,13 +136,13 @@ async def test_large_object_event_and_publisher_keeps_going(api: httpx.AsyncClie
 async def test_too_old_resource_version_is_410() -> None:
     c = Cluster().start()
     try:
-        async with httpx.AsyncClient(base_url=c.apiserver.url, timeout=30) as api:
+        async with httpx.AsyncClient(**c.admin_kwargs(), timeout=30) as api:
             old = (await api.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "o"}})).json()
             for i in range(3):
                 await api.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": f"o{i}"}})
         c.apiserver.stop()
         c.apiserver.start()  # a new process: its window starts now
-        async with httpx.AsyncClient(base_url=c.apiserver.url, timeout=30) as api:
+        async with httpx.AsyncClient(**c.admin_kwargs(), timeout=30) as api:
             r = await api.get("/api/v1/namespaces/default/configmaps",
                               params={"watch": "true", "resourceVersion": old["metadata"]["resourceVersion"]})
             assert r.status_code == 200
@@ -157,7 +157,7 @@ async def test_too_old_resource_version_is_410() -> None:
 async def test_many_watchers_share_one_subscription(cluster: Cluster, api: httpx.AsyncClient, ns: str) -> None:
     base = f"/api/v1/namespaces/{ns}/configmaps"
     limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(base_url=cluster.apiserver.url, timeout=30, limits=limits) as many:
+    async with httpx.AsyncClient(**cluster.admin_kwargs(), timeout=30, limits=limits) as many:
         before = cluster.nats.subscriptions("kubenats-apiserver")
         assert before > 0
         watchers = [WatchStream(many, base, {}) for _ in range(100)]

@@ -92,15 +92,15 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 async def client(cluster: Cluster) -> AsyncIterator[ApiClient]:
-    c = ApiClient(cluster.apiserver.url)
+    c = cluster.api_client()
     yield c
     await c.close()
 
 
 @pytest.fixture(scope="package")
 async def manager(cluster: Cluster) -> AsyncIterator[ControllerManager]:
-    client = ApiClient(cluster.apiserver.url)
-    bus = Bus(cluster.nats.url, "test-controller-manager")
+    client = cluster.api_client()
+    bus = Bus(cluster.nats.url, "test-controller-manager", cluster.bus_options())
     await bus.connect()
     m = ControllerManager(client, bus, list(CONTROLLERS), default_workers=5)
     await m.start()
@@ -112,7 +112,7 @@ async def manager(cluster: Cluster) -> AsyncIterator[ControllerManager]:
 
 @pytest.fixture
 async def kubelet(cluster: Cluster, client: ApiClient, ns: str) -> AsyncIterator[FakeKubelet]:
-    bus = Bus(cluster.nats.url, "test-fake-kubelet")
+    bus = Bus(cluster.nats.url, "test-fake-kubelet", cluster.bus_options())
     await bus.connect()
     k = FakeKubelet(client, bus, nodes=3, namespace=ns, ready_delay=0.05)
     await k.start()

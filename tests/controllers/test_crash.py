@@ -38,7 +38,7 @@ def own_cluster() -> Iterator[Cluster]:
 
 
 def manager_proc(c: Cluster) -> Proc:
-    return Proc("controllers", [sys.executable, "-m", "services.cli", "controllers", "--master", c.apiserver.url,
+    return Proc("controllers", [sys.executable, "-m", "services.cli", "controllers", *c.component_args("controllers"),
                                 "--nats-url", c.nats.url, "--log-level", "INFO"], c.workdir / "controllers.log")
 
 
@@ -75,7 +75,7 @@ class PodCounter:
 
 
 async def test_sigkill_during_scale_up_never_overshoots(own_cluster: Cluster) -> None:
-    client = ApiClient(own_cluster.apiserver.url)
+    client = own_cluster.api_client()
     proc = manager_proc(own_cluster)
     pods = PodCounter(client)
     counts_at_kill: list[int] = []

@@ -28,7 +28,7 @@ NODES = BY_PLURAL[("", "nodes")]
 
 @pytest.fixture
 async def nodes(cluster: Cluster, client: ApiClient, ns: str) -> AsyncIterator[FakeNodes]:
-    bus = Bus(cluster.nats.url, "test-fake-nodes")
+    bus = Bus(cluster.nats.url, "test-fake-nodes", cluster.bus_options())
     await bus.connect()
     fake = await FakeNodes(client, bus, ns, prefix=ns).start()
     yield fake

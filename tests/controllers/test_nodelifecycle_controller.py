@@ -40,7 +40,7 @@ def fast(manager: ControllerManager) -> Iterator[NodeLifecycleController]:
 
 @pytest.fixture
 async def nodes(cluster: Cluster, client: ApiClient, ns: str) -> AsyncIterator[FakeNodes]:
-    bus = Bus(cluster.nats.url, "test-fake-nodes")
+    bus = Bus(cluster.nats.url, "test-fake-nodes", cluster.bus_options())
     await bus.connect()
     fake = await FakeNodes(client, bus, ns, prefix=ns).start()
     yield fake

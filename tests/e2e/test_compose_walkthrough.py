@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.e2e.walkthrough import Walkthrough
 from tests.servers import ROOT, wait_for
@@ -53,16 +58,48 @@ def ports_free() -> bool:
     return True
 
 
+def admin_ssl(kubeconfig: Path) -> ssl.SSLContext:
+    """Trust the CA of an inlined kubeconfig (the one the apiserver writes for the host)."""
+    doc = yaml.safe_load(kubeconfig.read_text())
+    ca = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+    return ssl.create_default_context(cadata=ca)
+
+
+def refused(fn: Callable[[], Any]) -> bool:
+    try:
+        fn()
+    except (httpx.HTTPError, ssl.SSLError, OSError):
+        return True
+    return False
+
+
+def secured(ctx: ssl.SSLContext) -> None:
+    """What a fresh Compose cluster refuses: plain HTTP on the API port, anonymous API calls,
+    etcd clients without a certificate, NATS without TLS or without a user."""
+    assert refused(lambda: httpx.get("http://127.0.0.1:6443/api/v1/namespaces", timeout=5))
+    r = httpx.get("https://127.0.0.1:6443/api/v1/namespaces", timeout=5, verify=ctx)
+    assert r.status_code == 401 and r.json()["reason"] == "Unauthorized"
+    assert refused(lambda: httpx.get("http://127.0.0.1:2379/health", timeout=5))
+    assert refused(lambda: httpx.get("https://127.0.0.1:2379/health", timeout=5, verify=ctx))  # no client cert
+    with socket.create_connection(("127.0.0.1", 4222), timeout=5) as s:  # NATS announces TLS and auth
+        info = json.loads(s.recv(4096).decode().split(" ", 1)[1])
+    assert info.get("tls_required") is True and info.get("auth_required") is True
+
+
 def test_walkthrough_on_compose(tmp_path: Path) -> None:
     if not ports_free():
         pytest.skip("a cluster is already listening on the Compose ports (2379/4222/6443/10250/10256)")
     subprocess.run(["bash", str(ROOT / "scripts" / "build-images.sh")], check=True, timeout=900)
     ENV["KUBELET_PRIVILEGED"] = privileged_allowed()
     node = socket.gethostname().lower()
+    KUBECONFIG.unlink(missing_ok=True)  # an earlier cluster's: this one has its own CA
     try:
         compose("up", "-d", "--wait", "--no-build", timeout=600)
-        wait_for(lambda: httpx.get("http://127.0.0.1:6443/readyz", timeout=2).status_code == 200, 60, "apiserver")
-        wait_for(KUBECONFIG.exists, 30, "admin kubeconfig")
+        wait_for(KUBECONFIG.exists, 60, "admin kubeconfig")
+        ctx = admin_ssl(KUBECONFIG)
+        wait_for(lambda: httpx.get("https://127.0.0.1:6443/readyz", timeout=2, verify=ctx).status_code == 200, 60,
+                 "apiserver")
+        secured(ctx)
         w = Walkthrough(KUBECONFIG, tmp_path, "kubenats/busybox:test", log=print)
         w.node_ready(node)
         w.static_pod(MANIFESTS, node)
@@ -79,7 +116,8 @@ def test_walkthrough_on_compose(tmp_path: Path) -> None:
         before = set(w.kubectl("get", "deploy,svc,pods", "-o", "name").split())
         compose("down", timeout=300)
         compose("up", "-d", "--wait", "--no-build", timeout=600)
-        wait_for(lambda: httpx.get("http://127.0.0.1:6443/readyz", timeout=2).status_code == 200, 60, "apiserver")
+        wait_for(lambda: httpx.get("https://127.0.0.1:6443/readyz", timeout=2, verify=ctx).status_code == 200, 60,
+                 "apiserver")
         after = set(w.kubectl("get", "deploy,svc", "-o", "name").split())
         assert {n for n in before if not n.startswith("pod/")} <= after
         w.wait("deployment 3/3 again", lambda: w.kubectl("get", "deploy", "web", "--no-headers").split()[1] == "3/3",

@@ -18,7 +18,7 @@ from tests.servers import Cluster, Proc
 
 
 def component(c: Cluster, name: str, *args: str) -> Proc:
-    p = Proc(name, [sys.executable, "-m", "services.cli", *args, "--master", c.apiserver.url,
+    p = Proc(name, [sys.executable, "-m", "services.cli", *args, *c.component_args(args[0]),
                     "--nats-url", c.nats.url], c.workdir / f"{name}.log")
     p.start()
     return p
@@ -39,7 +39,7 @@ def wait(what: str, cond: Any, timeout: float = 60.0) -> None:
 def test_dead_node_pods_move_to_other_nodes() -> None:
     c = Cluster().start()
     procs: list[Proc] = []
-    api = httpx.Client(base_url=c.apiserver.url, timeout=10)
+    api = httpx.Client(**c.admin_kwargs(), timeout=10)
     try:
         kubelets = {n: component(c, f"kubelet-{n}", "kubelet", "--runtime", "hollow", "--node-name", n, "--port", "0",
                                  "--node-lease-renew-interval", "1s")

@@ -29,7 +29,7 @@ def start(nodes: tuple[str, ...]) -> tuple[Cluster, list[Proc], httpx.Client]:
                        "--node-lease-renew-interval", "1s") for n in nodes]
     procs.append(component(c, "scheduler", "scheduler"))
     procs.append(component(c, "controllers", "controllers", "--node-monitor-period", "1s"))
-    api = httpx.Client(base_url=c.apiserver.url, timeout=10)
+    api = httpx.Client(**c.admin_kwargs(), timeout=10)
     wait(f"{len(nodes)} nodes", lambda: len(api.get("/api/v1/nodes").json()["items"]) == len(nodes))
     return c, procs, api
 

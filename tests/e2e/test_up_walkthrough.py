@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import uuid
@@ -25,12 +26,17 @@ pytestmark = [
 ]
 
 
+def ready(api: str, data: Path) -> bool:
+    ca = data / "pki" / "ca.crt"
+    return ca.exists() and httpx.get(api + "/readyz", timeout=1, verify=ssl.create_default_context(cafile=str(ca))).status_code == 200
+
+
 def test_walkthrough_on_kubenats_up(tmp_path: Path) -> None:
     ensure_test_images()
     node = "walk-" + uuid.uuid4().hex[:6]
     data = tmp_path / "kn"
     ports = {"api": free_port(), "etcd": free_port(), "nats": free_port()}
-    api = f"http://127.0.0.1:{ports['api']}"
+    api = f"https://127.0.0.1:{ports['api']}"
     logfile = open(tmp_path / "up.log", "ab")  # handed to the child, closed with it
     up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data),
                            "--api-port", str(ports["api"]), "--etcd-port", str(ports["etcd"]),
@@ -39,12 +45,15 @@ def test_walkthrough_on_kubenats_up(tmp_path: Path) -> None:
                           cwd=ROOT, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
     scheduler: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(lambda: httpx.get(api + "/readyz", timeout=1).status_code == 200, 60, "kubenats up")
+        wait_for(lambda: ready(api, data), 60, "kubenats up")
         w = Walkthrough(data / "kubeconfig", tmp_path, "kubenats/busybox:test", log=print)
         w.node_ready(node)
         w.static_pod(data / "manifests", node)
         w.pending_without_scheduler(node)
-        scheduler = subprocess.Popen([sys.executable, "-m", "services.cli", "scheduler", "--master", api,
+        scheduler = subprocess.Popen([sys.executable, "-m", "services.cli", "scheduler",
+                                      "--kubeconfig", str(data / "kubeconfigs" / "scheduler.yaml"),
+                                      "--nats-user", "scheduler",
+                                      "--nats-password-file", str(data / "nats" / "users" / "scheduler"),
                                       "--nats-url", f"nats://127.0.0.1:{ports['nats']}"],
                                      cwd=ROOT, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
         w.scheduled()

@@ -42,9 +42,10 @@ def test_summary_names_changed_fields() -> None:
 
 
 def test_tail_and_replay(cluster: Cluster) -> None:
-    api = httpx.Client(base_url=cluster.apiserver.url, timeout=10)
+    api = httpx.Client(**cluster.admin_kwargs(), timeout=10)
     api.post("/api/v1/namespaces", json={"metadata": {"name": "evt"}})
-    argv = [sys.executable, "-m", "services.cli", "events", "configmaps/evt", "--nats-url", cluster.nats.url]
+    argv = [sys.executable, "-m", "services.cli", "events", "configmaps/evt", "--nats-url", cluster.nats.url,
+            *cluster.component_args("events")]
     live = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.5)

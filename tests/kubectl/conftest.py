@@ -51,7 +51,7 @@ def kubectl(kubectl_env: dict[str, str]) -> Kubectl:
 
 @pytest.fixture(scope="session")
 def http(cluster: Cluster) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=cluster.apiserver.url, timeout=30) as c:
+    with httpx.Client(**cluster.admin_kwargs(), timeout=30) as c:
         yield c
 
 

@@ -382,7 +382,7 @@ def test_api_resources_versions_and_version(kubectl: Kubectl) -> None:
     assert version["serverVersion"]["gitVersion"] == VERSION["gitVersion"]
     assert version["clientVersion"]["minor"] == VERSION["minor"]  # the dispatcher picked the matching kubectl
     info = re.sub(r"\x1b\[[0-9;]*m", "", ok(kubectl("cluster-info")))  # cluster-info always colours
-    assert "Kubernetes control plane is running at http://127.0.0.1:" in info
+    assert "Kubernetes control plane is running at https://127.0.0.1:" in info
 
 
 def test_explain_uses_openapi_v3(kubectl: Kubectl) -> None:

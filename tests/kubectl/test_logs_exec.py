@@ -37,7 +37,7 @@ from kubernetes.stream import stream
 
 from services.kubelet.runtime import DockerRuntime
 from services.kubelet.runtime_types import LABEL_NODE, ContainerConfig, ContainerState
-from services.kubelet.server import KubeletServer
+from services.kubelet.server import KubeletServer, ServerTLS
 from tests.kubectl.conftest import KUBECTL, Kubectl, ok, wait_until
 from tests.kubelet.images import BUSYBOX_IMAGE, PAUSE_IMAGE, ensure_test_images
 from tests.servers import Cluster
@@ -64,12 +64,15 @@ def _docker_ok() -> str | None:
 class ThreadedKubelet:
     """A DockerRuntime and KubeletServer on an event loop in a background thread."""
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, cluster: Cluster) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-kubelet-loop", daemon=True)
         self.thread.start()
         self.rt: DockerRuntime = self.call(self._make_runtime(node))
-        self.server = KubeletServer(self.rt, node, "127.0.0.1", 0)
+        cluster.add_node(node)  # HTTPS with the node's serving certificate; only the apiserver gets in
+        serving = cluster.pki.kubelet_serving[node]
+        tls = ServerTLS(str(serving.cert), str(serving.key), str(cluster.pki.ca.cert))
+        self.server = KubeletServer(self.rt, node, "127.0.0.1", 0, tls=tls)
         self.call(self.server.start())
 
     @staticmethod
@@ -112,7 +115,7 @@ def kubelet(cluster: Cluster, http: httpx.Client) -> Iterator[ThreadedKubelet]:
     if skip is not None:
         pytest.skip(skip)
     ensure_test_images()
-    k = ThreadedKubelet(NODE)
+    k = ThreadedKubelet(NODE, cluster)
     status = {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
               "daemonEndpoints": {"kubeletEndpoint": {"Port": k.server.port}},
               "conditions": [{"type": "Ready", "status": "True"}]}
@@ -283,8 +286,7 @@ def test_kubectl_exec_interactive_tty(kubectl_env: dict[str, str], http: httpx.C
 
 def test_python_client_stream(cluster: Cluster, http: httpx.Client, kns: str, kubelet: ThreadedKubelet) -> None:
     make_pod(http, kubelet, kns, "py", {"app": f"echo hello; {FOREVER}"})
-    cfg = kclient.Configuration()
-    cfg.host = cluster.apiserver.url
+    cfg = cluster.python_client_config()
     core = kclient.CoreV1Api(kclient.ApiClient(cfg))
     wait_until(lambda: core.read_namespaced_pod_log("py", kns) == "hello\n", 20, "the log")
     assert core.read_namespaced_pod_log("py", kns, tail_lines=1, timestamps=True).endswith(" hello\n")

@@ -225,7 +225,8 @@ def restarted_cluster() -> Iterator[Cluster]:
     c = Cluster().start()
     try:
         for i in range(3):
-            r = httpx.post(f"{c.apiserver.url}/api/v1/namespaces/default/configmaps", json={"metadata": {"name": f"old{i}"}})
+            r = httpx.post(f"{c.apiserver.url}/api/v1/namespaces/default/configmaps", json={"metadata": {"name": f"old{i}"}},
+                           verify=c.ssl)
             assert r.status_code == 201, r.text
         c.apiserver.stop()
         c.apiserver.start()
@@ -235,7 +236,7 @@ def restarted_cluster() -> Iterator[Cluster]:
 
 
 def test_watch_too_old_resource_version(restarted_cluster: Cluster) -> None:
-    core = client.CoreV1Api(client.ApiClient(client.Configuration(host=restarted_cluster.apiserver.url)))
+    core = client.CoreV1Api(client.ApiClient(restarted_cluster.python_client_config()))
     kns = "default"
     # with a timeout the client does not retry: the first 410 ERROR event raises
     with pytest.raises(ApiException) as expired:

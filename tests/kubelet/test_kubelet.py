@@ -48,7 +48,7 @@ from tests.servers import Cluster
 def kubelet(cluster: Cluster) -> Iterator[KubeletProc]:
     ensure_test_images()
     node = unique_node("kt")
-    k = KubeletProc(node, cluster.apiserver.url, cluster.nats.url, cluster.workdir).start()
+    k = KubeletProc(node, cluster.component_args("kubelet", node), cluster.nats.url, cluster.workdir).start()
     try:
         yield k
     finally:
@@ -56,7 +56,8 @@ def kubelet(cluster: Cluster) -> Iterator[KubeletProc]:
         remove_node_containers(node)
 
 
-async def test_two_container_pod_shares_one_ip(api: httpx.AsyncClient, ns: str, kubelet: KubeletProc) -> None:
+async def test_two_container_pod_shares_one_ip(api: httpx.AsyncClient, ns: str, kubelet: KubeletProc,
+                                              cluster: Cluster) -> None:
     node = kubelet.node
     pod = pod_manifest("web", node, [container("server", SERVE, ports=[{"containerPort": 80}]),
                                      container("sidecar", SLEEP)])
@@ -95,9 +96,7 @@ async def test_two_container_pod_shares_one_ip(api: httpx.AsyncClient, ns: str, 
     from kubernetes import client as k8s
 
     def read() -> Any:
-        cfg = k8s.Configuration()
-        cfg.host = str(api.base_url).rstrip("/")
-        with k8s.ApiClient(cfg) as c:
+        with k8s.ApiClient(cluster.python_client_config()) as c:
             return k8s.CoreV1Api(c).read_namespaced_pod("web", ns)
 
     typed = await asyncio.to_thread(read)

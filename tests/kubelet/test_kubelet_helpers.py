@@ -46,13 +46,13 @@ def unique_node(prefix: str) -> str:
 class KubeletProc:
     """`kubenats kubelet` as a child process, logging to a file in `workdir`."""
 
-    def __init__(self, node: str, master: str, nats_url: str, workdir: Path, extra: list[str] | None = None,
+    def __init__(self, node: str, conn: list[str], nats_url: str, workdir: Path, extra: list[str] | None = None,
                  runtime: str = "docker") -> None:
         self.node = node
         self.workdir = workdir
         self.log = workdir / f"kubelet-{node}.log"
         self.root = workdir / f"root-{node}"
-        self.argv = [sys.executable, "-m", "services.cli", "kubelet", "--master", master, "--nats-url", nats_url,
+        self.argv = [sys.executable, "-m", "services.cli", "kubelet", *conn, "--nats-url", nats_url,
                      "--node-name", node, "--runtime", runtime, "--root-dir", str(self.root),
                      "--pod-infra-container-image", PAUSE_IMAGE, "--address", "127.0.0.1", "--port", "0",
                      *FAST_FLAGS, *(extra or [])]

@@ -36,7 +36,7 @@ from tests.servers import Cluster
 async def test_sigkill_and_restart_adopts_running_pods(cluster: Cluster, api: httpx.AsyncClient, ns: str) -> None:
     ensure_test_images()
     node = unique_node("kr")
-    k = KubeletProc(node, cluster.apiserver.url, cluster.nats.url, cluster.workdir).start()
+    k = KubeletProc(node, cluster.component_args("kubelet", node), cluster.nats.url, cluster.workdir).start()
     try:
         probe = {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}
         await create_pod(api, ns, pod_manifest("pair", node, [container("web", SERVE, readinessProbe=probe),

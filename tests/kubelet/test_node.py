@@ -46,7 +46,8 @@ def ready(node: dict[str, Any] | None) -> bool:
 
 @pytest.fixture
 def hollow(cluster: Cluster) -> Iterator[KubeletProc]:
-    k = KubeletProc(unique_node("kn"), cluster.apiserver.url, cluster.nats.url, cluster.workdir, runtime="hollow",
+    node = unique_node("kn")
+    k = KubeletProc(node, cluster.component_args("kubelet", node), cluster.nats.url, cluster.workdir, runtime="hollow",
                     extra=["--node-status-report-frequency", "60"]).start()
     try:
         yield k
@@ -112,7 +113,8 @@ async def test_node_registration_status_and_lease(api: httpx.AsyncClient, hollow
 
 async def test_docker_node_reports_machine(cluster: Cluster, api: httpx.AsyncClient) -> None:
     ensure_test_images()
-    k = KubeletProc(unique_node("kd"), cluster.apiserver.url, cluster.nats.url, cluster.workdir).start()
+    node = unique_node("kd")
+    k = KubeletProc(node, cluster.component_args("kubelet", node), cluster.nats.url, cluster.workdir).start()
     try:
         async def registered() -> dict[str, Any] | None:
             node = await get_node(api, k.node)
@@ -132,7 +134,7 @@ async def test_docker_node_reports_machine(cluster: Cluster, api: httpx.AsyncCli
 
 async def test_fifty_hollow_nodes_in_one_process(cluster: Cluster, api: httpx.AsyncClient, ns: str) -> None:
     prefix = unique_node("hf")
-    k = KubeletProc(prefix, cluster.apiserver.url, cluster.nats.url, cluster.workdir, runtime="hollow",
+    k = KubeletProc(prefix, cluster.component_args("kubelet"), cluster.nats.url, cluster.workdir, runtime="hollow",
                     extra=["--hollow-nodes", "50", "--node-lease-renew-interval", "2"]).start()
     try:
         async def all_ready() -> list[dict[str, Any]] | None:

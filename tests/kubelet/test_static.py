@@ -102,7 +102,8 @@ async def test_static_pod_runs_without_api_then_is_mirrored(cluster: Cluster, ap
     path = folder / "web.yaml"
     path.write_text(yaml.safe_dump(manifest("sweb", SLEEP, "1")))
     port = free_port()  # nothing listens here yet: the API server is down
-    k = KubeletProc(node, f"http://127.0.0.1:{port}", cluster.nats.url, cluster.workdir,
+    conn = [*cluster.component_args("kubelet", node), "--master", f"https://127.0.0.1:{port}"]
+    k = KubeletProc(node, conn, cluster.nats.url, cluster.workdir,
                     extra=["--pod-manifest-path", str(folder)]).start()
     name = f"sweb-{node}"
     try:

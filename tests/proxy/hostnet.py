@@ -142,9 +142,9 @@ def hits_from_container(container: str, ip: str, port: int, n: int) -> Counter[s
 class ProxyProcess:
     """`kubenats proxy` as a child process with a test table name and a free healthz port."""
 
-    def __init__(self, master: str, nats: str, cidr: str, table: str, log: Path, extra: list[str] | None = None) -> None:
+    def __init__(self, conn: list[str], nats: str, cidr: str, table: str, log: Path, extra: list[str] | None = None) -> None:
         self.healthz = free_port()
-        self.argv = [sys.executable, "-m", "services.cli", "proxy", "--master", master, "--nats-url", nats,
+        self.argv = [sys.executable, "-m", "services.cli", "proxy", *conn, "--nats-url", nats,
                      "--service-cluster-ip-range", cidr, "--nftables-table", table,
                      "--healthz-bind-address", f"127.0.0.1:{self.healthz}", *(extra or [])]
         self.cleanup_argv = [sys.executable, "-m", "services.cli", "proxy", "--cleanup",

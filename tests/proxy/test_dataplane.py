@@ -18,6 +18,7 @@ import itertools
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -96,7 +97,7 @@ def env() -> Iterator[Env]:
     ensure_image()
     cluster = Cluster()
     cluster.apiserver = Apiserver(cluster.workdir, cluster.etcd, cluster.nats, extra=["--service-cluster-ip-range", CIDR])
-    proxy = ProxyProcess(cluster.apiserver.url, cluster.nats.url, CIDR, TABLE, cluster.workdir / "proxy.log")
+    proxy = ProxyProcess(cluster.component_args("proxy"), cluster.nats.url, CIDR, TABLE, cluster.workdir / "proxy.log")
     proxy.cleanup()  # leftovers of an interrupted earlier run
     names: list[str] = []
     try:
@@ -107,7 +108,7 @@ def env() -> Iterator[Env]:
         client = unique("pxt-client")
         names.append(client)
         run_idle(client)
-        e = Env(cluster, httpx.Client(base_url=cluster.apiserver.url, timeout=30), proxy, web, ips, client)
+        e = Env(cluster, httpx.Client(**cluster.admin_kwargs(), timeout=30), proxy, web, ips, client)
         r = e.api.post(SERVICES, json={"metadata": {"name": "web"}, "spec": {
             "type": "NodePort", "ports": [{"name": "http", "port": 8080, "targetPort": 80, "nodePort": NODE_PORT}]}})
         assert r.status_code == 201, r.text
@@ -178,7 +179,9 @@ def test_kubernetes_service_reaches_the_apiserver_from_the_host(env: Env) -> Non
     ip = env.api.get(f"{SERVICES}/kubernetes").json()["spec"]["clusterIP"]
     assert ip == "10.250.0.1"
     assert_local(ip)
-    assert http_get(ip, 443, path="/healthz") == "ok"
+    ctx = ssl.create_default_context(cafile=str(env.cluster.pki.ca.cert))  # the apiserver's own certificate
+    r = httpx.get(f"https://{ip}:443/healthz", verify=ctx, timeout=5)
+    assert r.status_code == 200 and r.text == "ok"
 
 
 def test_session_affinity_client_ip_sticks_to_one_endpoint(env: Env) -> None:
@@ -309,7 +312,7 @@ def test_iptables_mode_serves_the_same_traffic(env: Env) -> None:
     """The fallback mode: the nftables proxy makes way (cleanup), an iptables-mode proxy takes over."""
     env.proxy.stop()
     assert env.proxy.cleanup().returncode == 0
-    ipt = ProxyProcess(env.cluster.apiserver.url, env.cluster.nats.url, CIDR, TABLE,
+    ipt = ProxyProcess(env.cluster.component_args("proxy"), env.cluster.nats.url, CIDR, TABLE,
                        env.cluster.workdir / "proxy-iptables.log", extra=["--proxy-mode", "iptables"])
     try:
         ipt.start()

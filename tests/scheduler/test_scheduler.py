@@ -19,7 +19,6 @@ import pytest
 
 from services.scheduler.scheduler import Scheduler
 from shared.bus import Bus
-from shared.client import ApiClient
 from tests.servers import Cluster
 
 TIMEOUT = 15.0
@@ -160,9 +159,9 @@ class Env:
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[Env]:
     cluster = Cluster().start()
-    client = ApiClient(cluster.apiserver.url)
-    bus = Bus(cluster.nats.url, "test-scheduler")
-    api = httpx.AsyncClient(base_url=cluster.apiserver.url, timeout=30)
+    client = cluster.api_client()
+    bus = Bus(cluster.nats.url, "test-scheduler", cluster.bus_options())
+    api = httpx.AsyncClient(**cluster.admin_kwargs(), timeout=30)
     sched: Scheduler | None = None
     task: asyncio.Task[None] | None = None
     try:

@@ -40,7 +40,7 @@ RETRY_PERIOD = 2.0
 
 def scheduler_proc(cluster: Cluster, tag: str, *extra: str) -> Proc:
     return Proc(f"scheduler-{tag}", [sys.executable, "-m", "services.cli", "scheduler",
-                                     "--master", cluster.apiserver.url, "--nats-url", cluster.nats.url, *extra],
+                                     *cluster.component_args("scheduler"), "--nats-url", cluster.nats.url, *extra],
                 cluster.workdir / f"scheduler-{tag}.log")
 
 
@@ -90,7 +90,7 @@ def own_cluster() -> Iterator[Cluster]:
 @pytest.fixture
 async def api(own_cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=40, max_keepalive_connections=40)
-    async with httpx.AsyncClient(base_url=own_cluster.apiserver.url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(**own_cluster.admin_kwargs(), timeout=30, limits=limits) as client:
         yield client
 
 
@@ -121,7 +121,7 @@ async def test_burst_with_scheduler_killed_and_restarted_binds_every_pod_exactly
         await create_node(api, make_node(f"hollow-{i:02d}", cpu=f"{per_node * 100}m", memory="4Gi",
                                          pods=str(per_node)))
     watch = BindWatch()
-    bus = Bus(own_cluster.nats.url, "test-burst")
+    bus = Bus(own_cluster.nats.url, "test-burst", own_cluster.bus_options())
     await bus.connect()
     await bus.subscribe(f"kube.events.core.pods.{ns}.*", watch.handler)
     await bus.flush()

@@ -78,14 +78,14 @@ class Recorder:
 
 @pytest.fixture
 async def client(cluster: Cluster) -> AsyncIterator[ApiClient]:
-    c = ApiClient(cluster.apiserver.url)
+    c = cluster.api_client()
     yield c
     await c.close()
 
 
 @pytest.fixture
 async def bus(cluster: Cluster) -> AsyncIterator[Bus]:
-    b = Bus(cluster.nats.url, "test-informer")
+    b = Bus(cluster.nats.url, "test-informer", cluster.bus_options("apiserver"))
     await b.connect()
     yield b
     await b.close()
@@ -492,8 +492,8 @@ async def test_converges_after_nats_server_restart() -> None:
     """nats-server goes away while objects change; nobody intervenes; the cache converges."""
     c = Cluster()
     await asyncio.to_thread(c.start)
-    b = Bus(c.nats.url, "test-informer-restart")
-    client = ApiClient(c.apiserver.url)
+    b = Bus(c.nats.url, "test-informer-restart", c.bus_options("apiserver"))
+    client = c.api_client()
     inf: Informer | None = None
     try:
         await b.connect()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,14 +30,38 @@ def children_of(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def ready(url: str, data: Path) -> bool:
+    ca = data / "pki" / "ca.crt"
+    return ca.exists() and httpx.get(url + "/readyz", timeout=1,
+                                     verify=ssl.create_default_context(cafile=str(ca))).status_code == 200
+
+
 def test_up_runs_restarts_and_stops(tmp_path: Path) -> None:
     data = tmp_path / "kn"
     ports = {"api": free_port(), "etcd": free_port(), "nats": free_port()}
-    url = f"http://127.0.0.1:{ports['api']}"
+    url = f"https://127.0.0.1:{ports['api']}"
     disable = "scheduler,controllers,kubelet,proxy"
     proc = start_up(data, ports, disable)
     try:
-        wait_for(lambda: httpx.get(url + "/readyz", timeout=1).status_code == 200, 60, "kubenats up")
+        wait_for(lambda: ready(url, data), 60, "kubenats up")
+        ca_before = (data / "pki" / "ca.crt").read_bytes()
+        ctx = ssl.create_default_context(cafile=str(data / "pki" / "ca.crt"))
+        # secure without extra steps: no plain HTTP, no anonymous access, etcd and NATS on loopback
+        # only, NATS with users
+        try:
+            httpx.get(f"http://127.0.0.1:{ports['api']}/api", timeout=5)
+            raise AssertionError("the apiserver answered plain HTTP")
+        except httpx.HTTPError:
+            pass
+        r = httpx.get(url + "/api/v1/namespaces", timeout=5, verify=ctx)
+        assert r.status_code == 401 and r.json()["reason"] == "Unauthorized"
+        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=False).stdout
+        for port in (ports["etcd"], ports["nats"], ports["api"]):
+            binds = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
+            assert binds and all(b.startswith("127.0.0.1:") for b in binds), (port, binds)
+        with socket.create_connection(("127.0.0.1", ports["nats"]), timeout=5) as s:
+            info = json.loads(s.recv(4096).decode().split(" ", 1)[1])
+        assert info.get("auth_required") is True
         kubeconfig = data / "kubeconfig"
         assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
@@ -51,7 +78,8 @@ def test_up_runs_restarts_and_stops(tmp_path: Path) -> None:
         assert "[apiserver] " in out and "[etcd] " in out and "[up] stopped" in out
 
         proc = start_up(data, ports, disable)
-        wait_for(lambda: httpx.get(url + "/readyz", timeout=1).status_code == 200, 60, "kubenats up again")
+        wait_for(lambda: ready(url, data), 60, "kubenats up again")
+        assert (data / "pki" / "ca.crt").read_bytes() == ca_before  # credentials are kept
         r = subprocess.run(["kubectl", "get", "configmap", "kept", "-o", "jsonpath={.data.a}"], env=env,
                            capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 0 and r.stdout == "1", r.stderr

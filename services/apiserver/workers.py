@@ -1,0 +1,71 @@
+"""Several apiserver processes on one port: a Python process is one core, a machine has more.
+
+`kubenats apiserver --workers N` starts N copies of itself (`--worker i`), each binding the same
+port with SO_REUSEPORT so the kernel spreads connections across them. They share nothing but
+etcd and NATS, which is what replicas already share: writes are guarded etcd transactions, each
+worker's watch hub has its own NATS subscription, and only worker 0 runs the etcd -> NATS
+publisher and the compactor (other replicas would publish the same revisions, deduplicated by
+`Nats-Msg-Id`, for no gain). The supervisor forwards SIGTERM/SIGINT and, when one worker dies,
+stops the others and exits with its code, so a process manager restarts the whole set.
+`--max-requests-inflight` and friends apply per worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import uvicorn
+
+from shared.log import event
+
+log = logging.getLogger("kubenats.apiserver.workers")
+
+
+def supervise(workers: int, argv: list[str]) -> int:
+    """Run `workers` copies of `kubenats apiserver <argv> --worker i` until one ends or a signal."""
+    children = [subprocess.Popen([sys.executable, "-m", "services.cli", *argv, "--worker", str(i)])
+                for i in range(workers)]
+    event(log, "apiserver_workers_started", workers=workers, pids=[c.pid for c in children])
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = 0
+    while True:
+        ended = [c for c in children if c.poll() is not None]
+        if ended and not stopping:
+            code = ended[0].returncode or 1
+            event(log, "apiserver_worker_exited", logging.ERROR, pid=ended[0].pid, code=ended[0].returncode)
+            stop(signal.SIGTERM, None)
+        if all(c.poll() is not None for c in children):
+            return code
+        time.sleep(0.2)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket that other workers can bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host or "0.0.0.0", port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(config: uvicorn.Config, host: str, port: int) -> None:
+    uvicorn.Server(config).run(sockets=[listen(host, port)])
