@@ -1,6 +1,10 @@
 """Controller manager benchmark: how fast the controllers turn intent into pods, and back.
 
-Run: `.venv/bin/python -m bench.controllers [--pods 1000] [--write-docs]` (about a minute).
+Why this exists: the controllers' own latency (scale-up, rollout, cascading delete) beside the raw
+building block of the same number of plain pod creates, without a scheduler or kubelet in the way.
+
+Run: `.venv/bin/python -m bench.controllers [--quick] [--pods 1000] [--write-docs]` (about a minute),
+or the `controllers-scenarios` step of `python -m bench`.
 Starts its own etcd, nats-server and apiserver, and `kubenats controllers` as a child process,
 and measures through the API's watch:
 
@@ -20,16 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from typing import Any
 
-from bench.report import machine, progress, write_section
+from bench.common import api_client, component
+from bench.report import finish, machine, progress
 from shared.api.resources import BY_PLURAL
 from shared.bus import Bus
 from shared.client import ApiClient
 from tests.controllers.fake_kubelet import FakeKubelet
-from tests.servers import Cluster, Proc
+from tests.servers import Cluster
 
 PODS = BY_PLURAL[("", "pods")]
 RS = BY_PLURAL[("apps", "replicasets")]
@@ -70,11 +74,11 @@ async def count(client: ApiClient, ns: str, app: str) -> int:
     return len((await client.list(PODS, ns, label_selector=f"app={app}"))["items"])
 
 
-async def run(pods: int) -> str:
+async def step(quick: bool = False, pods: int | None = None) -> dict[str, Any]:
+    pods = pods or (200 if quick else 1000)
     c = Cluster().start()
-    client = ApiClient(c.apiserver.url)
-    manager = Proc("controllers", [sys.executable, "-m", "services.cli", "controllers", "--master", c.apiserver.url,
-                                   "--nats-url", c.nats.url, "--log-level", "WARNING"], c.workdir / "controllers.log")
+    client = api_client(c)
+    manager = component(c, "controllers", "--log-level", "WARNING")
     try:
         for ns in ("raw", "bench", "roll"):
             await client.create(NAMESPACES, "", {"metadata": {"name": ns}})
@@ -96,7 +100,7 @@ async def run(pods: int) -> str:
         settled = time.perf_counter() - t0
 
         progress("rolling update: 100 replicas with the fake kubelet")
-        bus = Bus(c.nats.url, "bench-kubelet")
+        bus = Bus(c.nats.url, "bench-kubelet", c.bus_options())
         await bus.connect()
         kubelet = FakeKubelet(client, bus, nodes=10, namespace="roll", ready_delay=0.0, workers=16)
         await kubelet.start()
@@ -122,7 +126,9 @@ async def run(pods: int) -> str:
         await client.close()
         c.stop()
 
-    return f"""## Controller manager — `python -m bench.controllers`
+    metrics = {"pods": pods, "raw_creates_per_s": raw_rate, "scaleup_per_s": pods / created,
+               "scaleup_status_s": settled, "rollout_s": rollout, "delete_per_s": pods / collected}
+    return {"metrics": metrics, "section": f"""## Controller manager — `python -m bench.controllers`
 
 {machine()}
 
@@ -137,7 +143,7 @@ etcd, nats-server, the apiserver and `kubenats controllers` (all four controller
 | cascading delete (Background) until every pod is gone | {pods} | {collected:.1f} | {pods / collected:.0f} |
 
 The scale-up writes one pod and one SuccessfulCreate Event per replica, in slow-start batches (1, 2, 4, … up to 500 in flight per ReplicaSet sync); the rolling update also binds each new pod, writes its status, and deletes each old pod in two steps (graceful deletion, then the kubelet's confirmation).
-"""
+"""}
 
 
 async def _ge(value: Any, n: int) -> bool:
@@ -158,13 +164,14 @@ async def _complete(client: ApiClient, ns: str, name: str, n: int) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pods", type=int, default=1000)
+    p.add_argument("--quick", action="store_true", help="200 pods")
+    p.add_argument("--pods", type=int)
     p.add_argument("--write-docs", action="store_true", help="store the section in docs/benchmarks.md")
     args = p.parse_args()
-    section = asyncio.run(run(args.pods))
-    print(section)
+    r = asyncio.run(step(args.quick, args.pods))
+    print(r["section"])
     if args.write_docs:
-        write_section("controllers-scenarios", section)
+        finish("controllers-scenarios", r["section"], r["metrics"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Controller manager at scale: 100 Deployments x 10 replicas on 100 hollow nodes, and a rolling update.
 
-Run: `.venv/bin/python -m bench.controllers_scale [--nodes 100] [--deployments 100] [--replicas 10]
-[--rollout-replicas 100]` (about 3 minutes). Starts its own etcd, nats-server and apiserver, one
+Why this exists: the controller manager's cost per pod and its memory beside k0s' published
+controller memory, on a cluster small enough to run in every full benchmark pass.
+
+Run: `.venv/bin/python -m bench.controllers_scale [--quick] [--nodes 100] [--deployments 100]
+[--replicas 10] [--rollout-replicas 100]` (about 3 minutes), or the `controllers` step of
+`python -m bench`. Starts its own etcd, nats-server and apiserver, one
 `kubenats kubelet --runtime hollow --hollow-nodes N` process, `kubenats scheduler` and
 `kubenats controllers` as child processes, observes everything through the API and rewrites the
 `controllers` section of docs/benchmarks.md.
@@ -23,13 +27,14 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 from typing import Any
 
 import httpx
 
-from bench.report import machine, progress, write_section
+from bench.common import component as bench_component
+from bench.common import http_kwargs, proc_stats
+from bench.report import finish, machine, progress
 from tests.servers import Cluster, Proc
 
 NS = "bench-scale"
@@ -37,23 +42,7 @@ DEPLOYS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 
 
 def component(c: Cluster, name: str, *extra: str) -> Proc:
-    return Proc(name, [sys.executable, "-m", "services.cli", name, "--master", c.apiserver.url,
-                       "--nats-url", c.nats.url, *extra], c.workdir / f"{name}.log")
-
-
-def proc_stats(pid: int) -> dict[str, float]:
-    """RSS and peak RSS in MiB, CPU seconds (user + system) of a process."""
-    out = {"rss": 0.0, "hwm": 0.0}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                out["rss"] = int(line.split()[1]) / 1024
-            elif line.startswith("VmHWM:"):
-                out["hwm"] = int(line.split()[1]) / 1024
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    out["cpu"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
+    return bench_component(c, name, *extra)
 
 
 def deployment(name: str, replicas: int) -> dict[str, Any]:
@@ -187,7 +176,11 @@ async def rollout(api: httpx.AsyncClient, procs: dict[str, Proc], replicas: int,
             "old": old}
 
 
-async def main(nodes: int, count: int, replicas: int, big: int, timeout: float) -> None:
+async def step(quick: bool = False, nodes: int | None = None, count: int | None = None, replicas: int = 10,
+               big: int | None = None, timeout: float = 420.0) -> dict[str, Any]:
+    nodes = nodes or (30 if quick else 100)
+    count = count or (20 if quick else 100)
+    big = big or (30 if quick else 100)
     c = Cluster().start()
     kubelet = component(c, "kubelet", "--runtime", "hollow", "--hollow-nodes", str(nodes), "--node-name", "hollow",
                         "--root-dir", str(c.workdir / "kubelet-root"), "--address", "127.0.0.1", "--port", "0")
@@ -196,8 +189,7 @@ async def main(nodes: int, count: int, replicas: int, big: int, timeout: float) 
     procs = {"controllers": controllers, "apiserver": c.apiserver, "scheduler": scheduler, "kubelet": kubelet,
              "etcd": c.etcd, "nats-server": c.nats}
     try:
-        async with httpx.AsyncClient(base_url=c.apiserver.url, timeout=60,
-                                     limits=httpx.Limits(max_connections=64)) as api:
+        async with httpx.AsyncClient(**http_kwargs(c, timeout=60, limits=httpx.Limits(max_connections=64))) as api:
             progress(f"starting {nodes} hollow nodes, the scheduler and the controller manager")
             for p in (kubelet, scheduler, controllers):
                 p.start()
@@ -286,17 +278,21 @@ async def main(nodes: int, count: int, replicas: int, big: int, timeout: float) 
         "'controller' is its control-plane node, so the second figure is the closer comparison; this run has a "
         "tenth of those pods, so compare magnitudes, not like for like.",
     ]
-    body = "\n".join(lines)
-    write_section("controllers", body)
-    print(body)
+    metrics = {"nodes": nodes, "pods": total, "fanout_s": fan["elapsed"], "pods_per_s": total / fan["elapsed"],
+               "rollout_s": roll["elapsed"], "controllers_rss_mib": fan["after"]["controllers"]["rss"],
+               "controllers_ms_per_pod": cpu("controllers") / total * 1000, "plane_rss_mib": plane}
+    return {"section": "\n".join(lines), "metrics": metrics}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--nodes", type=int, default=100)
-    ap.add_argument("--deployments", type=int, default=100)
+    ap.add_argument("--quick", action="store_true", help="30 nodes, 20 Deployments x 10, a 30-replica rollout")
+    ap.add_argument("--nodes", type=int)
+    ap.add_argument("--deployments", type=int)
     ap.add_argument("--replicas", type=int, default=10)
-    ap.add_argument("--rollout-replicas", type=int, default=100)
+    ap.add_argument("--rollout-replicas", type=int)
     ap.add_argument("--timeout", type=float, default=420.0)
     a = ap.parse_args()
-    asyncio.run(main(a.nodes, a.deployments, a.replicas, a.rollout_replicas, a.timeout))
+    r = asyncio.run(step(a.quick, a.nodes, a.deployments, a.replicas, a.rollout_replicas, a.timeout))
+    finish("controllers", r["section"], r["metrics"])
+    print(r["section"])

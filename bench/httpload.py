@@ -8,27 +8,32 @@ writes requests and parses responses on raw asyncio streams (Content-Length bodi
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_mod
 from urllib.parse import urlsplit
 
 
 class Conn:
-    def __init__(self, url: str) -> None:
+    """One keep-alive connection; `ssl` and `headers` come from the cluster's admin_kwargs (bench.common.conn)."""
+
+    def __init__(self, url: str, ssl: ssl_mod.SSLContext | None = None, headers: dict[str, str] | None = None) -> None:
         u = urlsplit(url)
         self.host = u.hostname or "127.0.0.1"
-        self.port = u.port or 80
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        self.ssl = ssl
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl, limit=1 << 22)
 
     async def request(self, method: str, path: str, body: bytes = b"",
-                      content_type: str = "application/json") -> tuple[int, bytes]:
+                      content_type: str = "application/json", accept: str = "application/json") -> tuple[int, bytes]:
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
         head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nAccept: application/json\r\n\r\n").encode()
+                f"Content-Length: {len(body)}\r\nAccept: {accept}\r\n{self.extra}\r\n").encode()
         self.writer.write(head + body)
         status_line = await self.reader.readline()
         status = int(status_line.split(b" ", 2)[1])

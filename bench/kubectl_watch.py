@@ -1,6 +1,10 @@
 """kubectl and watch fan-out benchmark: `kubectl get pods -A` with 5,000 pods, 1,000 watchers x 1,000 writes.
 
-Run: `.venv/bin/python -m bench.kubectl_watch` (a few minutes). Starts its own etcd, nats-server and
+Why this exists: the two ways users and tools read the cluster at size, a paged `kubectl get` and
+many concurrent watches, each beside the server's share of the work.
+
+Run: `.venv/bin/python -m bench.kubectl_watch [--quick]` (a few minutes), or the `kubectl` step of
+`python -m bench`. Starts its own etcd, nats-server and
 apiserver on free ports, measures, and rewrites the `kubectl` section of docs/benchmarks.md.
 """
 
@@ -18,8 +22,10 @@ from typing import Any
 
 import orjson
 
+from bench import plots
+from bench.common import conn as admin_conn
 from bench.httpload import Conn
-from bench.report import machine, median, pct, progress, write_section
+from bench.report import finish, machine, median, pct, progress
 from tests.servers import Cluster
 
 TABLE_ACCEPT = ("application/json;as=Table;v=v1;g=meta.k8s.io,"
@@ -79,15 +85,15 @@ async def get(conn: Conn, path: str, accept: str) -> tuple[int, bytes]:
     if conn.writer is None:
         await conn.open()
     assert conn.reader is not None and conn.writer is not None
-    conn.writer.write(f"GET {path} HTTP/1.1\r\nHost: {conn.host}\r\nAccept: {accept}\r\n"
+    conn.writer.write(f"GET {path} HTTP/1.1\r\nHost: {conn.host}\r\nAccept: {accept}\r\n{conn.extra}"
                       "User-Agent: kubectl/v1.31.0 (linux/amd64) kubernetes/bench\r\n\r\n".encode())
     return await read_response(conn.reader)
 
 
 # ---------------------------------------------------------------- part 1: kubectl get pods -A
 
-async def create_pods(url: str, count: int, namespaces: int, clients: int) -> tuple[float, int]:
-    boot = Conn(url)
+async def create_pods(c: Cluster, count: int, namespaces: int, clients: int) -> tuple[float, int]:
+    boot = admin_conn(c)
     for n in range(namespaces):
         await boot.request("POST", "/api/v1/namespaces", orjson.dumps({"metadata": {"name": f"kp-{n}"}}))
     await boot.close()
@@ -97,7 +103,7 @@ async def create_pods(url: str, count: int, namespaces: int, clients: int) -> tu
 
     async def worker() -> None:
         nonlocal done, errors
-        conn = Conn(url)
+        conn = admin_conn(c)
         try:
             while todo:
                 i = todo.pop()
@@ -118,9 +124,9 @@ async def create_pods(url: str, count: int, namespaces: int, clients: int) -> tu
     return count / (time.perf_counter() - t0), errors
 
 
-async def table_list(url: str) -> tuple[float, int, int, int]:
+async def table_list(c: Cluster) -> tuple[float, int, int, int]:
     """The requests `kubectl get pods -A` makes: Table pages of 500, following continue. (s, rows, pages, bytes)"""
-    conn = Conn(url)
+    conn = admin_conn(c)
     rows = pages = size = 0
     cont = ""
     t = time.perf_counter()
@@ -153,8 +159,9 @@ def kubectl_run(kubeconfig: str, home: str) -> tuple[float, int, str]:
 # ---------------------------------------------------------------- part 2: watch fan-out
 
 class WatchStream:
-    def __init__(self, host: str, port: int, path: str) -> None:
-        self.host, self.port, self.path = host, port, path
+    def __init__(self, c: Cluster, path: str) -> None:
+        proto = admin_conn(c)
+        self.host, self.port, self.path, self.ssl, self.extra = proto.host, proto.port, path, proto.ssl, proto.extra
         self.arrivals: dict[str, float] = {}
         self.status = 0
         self.error = ""
@@ -165,9 +172,9 @@ class WatchStream:
 
     async def run(self) -> None:
         try:
-            reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-            self.writer.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: application/json\r\n\r\n"
-                              .encode())
+            reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20, ssl=self.ssl)
+            self.writer.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: application/json\r\n"
+                              f"{self.extra}\r\n".encode())
             self.status = int((await reader.readline()).split(b" ", 2)[1])
             while (await reader.readline()) not in (b"\r\n", b""):
                 pass
@@ -204,12 +211,12 @@ class WatchStream:
             self.writer.close()
 
 
-async def burst(url: str, ns: str, count: int, clients: int) -> tuple[dict[str, float], float, int]:
+async def burst(cl: Cluster, ns: str, count: int, clients: int) -> tuple[dict[str, float], float, int]:
     todo = list(range(count))
     todo.reverse()
     done: dict[str, float] = {}
     errors = 0
-    conns = [Conn(url) for _ in range(clients)]
+    conns = [admin_conn(cl) for _ in range(clients)]
     for c in conns:
         await c.open()
 
@@ -235,9 +242,8 @@ async def burst(url: str, ns: str, count: int, clients: int) -> tuple[dict[str, 
 async def watch_fanout(c: Cluster, watchers: int, writes: int, clients: int) -> dict[str, Any]:
     assert c.apiserver.p is not None
     pid = c.apiserver.p.pid
-    url = c.apiserver.url
     ns = "kw"
-    conn = Conn(url)
+    conn = admin_conn(c)
     await conn.request("POST", "/api/v1/namespaces", orjson.dumps({"metadata": {"name": ns}}))
     _status, data = await conn.request("GET", f"/api/v1/namespaces/{ns}/configmaps")
     await conn.close()
@@ -249,7 +255,7 @@ async def watch_fanout(c: Cluster, watchers: int, writes: int, clients: int) -> 
     out["fds_before"] = open_fds(pid)
 
     progress(f"opening {watchers} watch streams from rv {rv}")
-    streams = [WatchStream("127.0.0.1", c.apiserver.port, f"/api/v1/namespaces/{ns}/configmaps?watch=true"
+    streams = [WatchStream(c, f"/api/v1/namespaces/{ns}/configmaps?watch=true"
                            f"&resourceVersion={rv}&timeoutSeconds=1800") for _ in range(watchers)]
     tasks = [asyncio.create_task(s.run()) for s in streams]
     t = time.perf_counter()
@@ -267,7 +273,7 @@ async def watch_fanout(c: Cluster, watchers: int, writes: int, clients: int) -> 
              f"fds {out['fds_idle']}")
 
     progress(f"burst of {writes} configmap creates from {clients} clients")
-    done, elapsed, errors = await burst(url, ns, writes, clients)
+    done, elapsed, errors = await burst(c, ns, writes, clients)
     out["burst_s"], out["write_errors"] = elapsed, errors
     progress(f"  writes done in {elapsed:.2f}s ({writes / elapsed:.0f}/s); waiting for delivery")
     expected = watchers * len(done)
@@ -305,7 +311,11 @@ def ms(x: float) -> str:
     return f"{x * 1000:.1f}"
 
 
-async def main(pods: int, watchers: int, writes: int) -> None:
+async def step(quick: bool = False, pods: int | None = None, watchers: int | None = None,
+               writes: int | None = None) -> dict[str, Any]:
+    pods = pods or (1000 if quick else 5000)
+    watchers = watchers or (100 if quick else 1000)
+    writes = writes or (200 if quick else 1000)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
@@ -315,11 +325,11 @@ async def main(pods: int, watchers: int, writes: int) -> None:
     api_limit = soft_nofile(c.apiserver.p.pid)
     try:
         progress(f"creating {pods} pods in 10 namespaces")
-        rate, create_errors = await create_pods(c.apiserver.url, pods, 10, 32)
+        rate, create_errors = await create_pods(c, pods, 10, 32)
         progress(f"  {rate:.0f} pods/s, {create_errors} errors")
         server: list[tuple[float, int, int, int]] = []
         for _ in range(5):
-            server.append(await table_list(c.apiserver.url))
+            server.append(await table_list(c))
         progress(f"  server Table LIST median {median([s[0] for s in server]):.3f}s "
                  f"({server[0][1]} rows, {server[0][2]} pages)")
         kubeconfig = str(c.kubeconfig())
@@ -404,15 +414,23 @@ async def main(pods: int, watchers: int, writes: int) -> None:
         f"{fan['watchers']} idle watchers add {fan['rss_idle'] - fan['rss_before']:.0f} MiB and the burst "
         f"{fan['rss_after'] - fan['rss_idle']:.0f} MiB more (per-watcher queues hold events until written); "
         f"the fd limit ({api_limit}) was not the constraint.")
-    body = "\n".join(lines)
-    print(body)
-    write_section("kubectl", body)
+    lines += ["", plots.cdf("watch_fanout.png", f"Watch delivery latency, {fan['watchers']} watchers x "
+                             f"{fan['writes']} writes (write completion → event on each watcher)", {"all deliveries": lat})]
+    metrics = {"pods": pods, "server_median_s": median(srv), "kubectl_median_s": median(kc),
+               "watchers": fan["watchers"], "writes": fan["writes"], "fanout_p50_ms": median(lat) * 1000,
+               "fanout_p99_ms": pct(lat, 99) * 1000, "delivered": fan["delivered"], "expected": fan["expected"],
+               "events_per_s": rate_ev}
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return {"section": "\n".join(lines), "metrics": metrics}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pods", type=int, default=5000)
-    ap.add_argument("--watchers", type=int, default=1000)
-    ap.add_argument("--writes", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="1,000 pods, 100 watchers x 200 writes")
+    ap.add_argument("--pods", type=int)
+    ap.add_argument("--watchers", type=int)
+    ap.add_argument("--writes", type=int)
     args = ap.parse_args()
-    asyncio.run(main(args.pods, args.watchers, args.writes))
+    r = asyncio.run(step(args.quick, args.pods, args.watchers, args.writes))
+    finish("kubectl", r["section"], r["metrics"])
+    print(r["section"])

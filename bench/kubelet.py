@@ -1,6 +1,11 @@
 """Kubelet benchmark: pod startup latency on Docker beside plain `docker run`, and 1,000 hollow nodes.
 
-Run: `.venv/bin/python -m bench.kubelet` (about 4 minutes). Starts its own etcd, nats-server and
+Why this exists: pod startup is the user-visible latency of the node side; it stands beside plain
+`docker run` of the same pause + app pair (the raw building block, target <= 1.3x), and the hollow
+fleet shows one process can carry 1,000 nodes' heartbeats for the scale run.
+
+Run: `.venv/bin/python -m bench.kubelet [--quick]` (about 4 minutes), or the `kubelet` step of
+`python -m bench`. Starts its own etcd, nats-server and
 apiserver on free ports and `kubenats kubelet` child processes, measures, cleans up every
 container it made (by node label) and rewrites the `kubelet` section of docs/benchmarks.md.
 
@@ -21,7 +26,6 @@ import argparse
 import asyncio
 import os
 import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime
@@ -29,7 +33,9 @@ from typing import Any
 
 import httpx
 
-from bench.report import machine, median, pct, progress, write_section
+from bench import plots
+from bench.common import component_argv, http_kwargs
+from bench.report import finish, machine, median, pct, progress
 from tests.kubelet.images import BUSYBOX_IMAGE, PAUSE_IMAGE, ensure_test_images
 from tests.servers import ROOT, Cluster
 
@@ -38,9 +44,10 @@ LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 
 
 def kubelet(cluster: Cluster, node: str, *extra: str) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "services.cli", "kubelet", "--master", cluster.apiserver.url, "--nats-url",
-            cluster.nats.url, "--node-name", node, "--root-dir", str(cluster.workdir / f"root-{node}"),
-            "--pod-infra-container-image", PAUSE_IMAGE, "--address", "127.0.0.1", "--port", "0", *extra]
+    hollow = "--hollow-nodes" in extra  # many nodes in one process: the cluster's shared kubelet identity
+    argv = component_argv(cluster, "kubelet", "--node-name", node, "--root-dir", str(cluster.workdir / f"root-{node}"),
+                          "--pod-infra-container-image", PAUSE_IMAGE, "--address", "127.0.0.1", "--port", "0",
+                          *extra, node="" if hollow else node)
     with open(cluster.workdir / f"kubelet-{node}.log", "ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
 
@@ -61,13 +68,13 @@ def pod(name: str, node: str) -> dict[str, Any]:
 class RunningWatch:
     """A `?watch=true` on a namespace's pods: the first moment each pod was seen Running."""
 
-    def __init__(self, url: str, ns: str) -> None:
-        self.url, self.ns = url, ns
+    def __init__(self, cluster: Cluster, ns: str) -> None:
+        self.cluster, self.ns = cluster, ns
         self.running: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=None) as c, \
+        async with httpx.AsyncClient(**http_kwargs(self.cluster, timeout=None)) as c, \
                 c.stream("GET", f"/api/v1/namespaces/{self.ns}/pods", params={"watch": "true"}) as r:
             async for line in r.aiter_lines():
                 if not line.strip():
@@ -100,7 +107,7 @@ async def kubelet_startup(cluster: Cluster, count: int) -> tuple[list[float], li
     proc = kubelet(cluster, node)
     ns = "bench-start"
     try:
-        async with httpx.AsyncClient(base_url=cluster.apiserver.url, timeout=60) as api:
+        async with httpx.AsyncClient(**http_kwargs(cluster, timeout=60)) as api:
             await api.post("/api/v1/namespaces", json={"metadata": {"name": ns}})
             deadline = time.monotonic() + 30
             while (await api.get(f"/api/v1/nodes/{node}")).status_code != 200:
@@ -108,7 +115,7 @@ async def kubelet_startup(cluster: Cluster, count: int) -> tuple[list[float], li
                     raise TimeoutError("the kubelet did not register")
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1.0)
-            async with RunningWatch(cluster.apiserver.url, ns) as watch:
+            async with RunningWatch(cluster, ns) as watch:
                 progress(f"kubelet: {count} pods one at a time")
                 sequential = []
                 for i in range(count):
@@ -210,7 +217,7 @@ async def hollow_fleet(cluster: Cluster, nodes: int, window: float, pods: int) -
     proc = kubelet(cluster, prefix, "--runtime", "hollow", "--hollow-nodes", str(nodes))
     out: dict[str, Any] = {"nodes": nodes, "window": window, "pods": pods}
     try:
-        async with httpx.AsyncClient(base_url=cluster.apiserver.url, timeout=60) as api:
+        async with httpx.AsyncClient(**http_kwargs(cluster, timeout=60)) as api:
             t0 = time.perf_counter()
             progress(f"hollow: waiting for {nodes} nodes")
             while True:
@@ -289,7 +296,12 @@ def ms(x: float) -> str:
     return f"{x * 1000:.0f}"
 
 
-async def main(count: int, nodes: int, window: float, hollow_pods: int) -> None:
+async def step(quick: bool = False, count: int | None = None, nodes: int | None = None, window: float | None = None,
+               hollow_pods: int | None = None) -> dict[str, Any]:
+    count = count or (10 if quick else 30)
+    nodes = nodes or (100 if quick else 1000)
+    window = window or (30.0 if quick else 90.0)
+    hollow_pods = hollow_pods if hollow_pods is not None else (100 if quick else 500)
     ensure_test_images()
     c = Cluster().start()
     try:
@@ -299,6 +311,10 @@ async def main(count: int, nodes: int, window: float, hollow_pods: int) -> None:
     finally:
         c.stop()
 
+    fig = plots.cdf("pod_startup.png", "Pod startup: kubelet (POST → Running) vs raw docker run of pause + app",
+                    {"kubelet, one at a time": k_seq, "docker run, one at a time": d_seq,
+                     f"kubelet, {count} at once": k_burst, f"docker run, {count} at once": d_burst},
+                    paired=True)
     lines = [f"## Kubelet — `python -m bench.kubelet`\n\n{machine()}\n",
              f"Pod startup on Docker: a pod of the local test images (pause sandbox + one busybox container) "
              f"from the POST to the first moment a watch on the API shows it Running; beside it, the same "
@@ -311,7 +327,7 @@ async def main(count: int, nodes: int, window: float, hollow_pods: int) -> None:
              f"{ms(pct(d_seq, 99))} | {median(k_seq) / median(d_seq):.2f} | {sum(k_seq):.1f} / {sum(d_seq):.1f} |",
              f"| {count} at once | {ms(median(k_burst))} | {ms(pct(k_burst, 99))} | {ms(median(d_burst))} | "
              f"{ms(pct(d_burst, 99))} | {median(k_burst) / median(d_burst):.2f} | {k_total:.1f} / {d_total:.1f} |",
-             "",
+             "", fig, "",
              f"Hollow nodes: {fleet['nodes']} in one `kubenats kubelet --runtime hollow --hollow-nodes "
              f"{fleet['nodes']}` process, leases renewed every 10 s (default). All Nodes Ready "
              f"{fleet['ready_s']:.1f} s after the process started. Over a {fleet['window']:.0f} s window "
@@ -327,15 +343,24 @@ async def main(count: int, nodes: int, window: float, hollow_pods: int) -> None:
              ]
     if fleet["never_renewed"]:
         lines.append(f"\n{fleet['never_renewed']} leases were never seen renewed in the window.")
-    write_section("kubelet", "\n".join(lines))
-    print("\n".join(lines))
+    metrics = {"count": count, "seq_p50_ms": median(k_seq) * 1000, "seq_p99_ms": pct(k_seq, 99) * 1000,
+               "docker_seq_p50_ms": median(d_seq) * 1000, "docker_seq_p99_ms": pct(d_seq, 99) * 1000,
+               "ratio_p50": median(k_seq) / median(d_seq), "ratio_p99": pct(k_seq, 99) / pct(d_seq, 99),
+               "burst_p50_ms": median(k_burst) * 1000, "burst_p99_ms": pct(k_burst, 99) * 1000,
+               "docker_burst_p50_ms": median(d_burst) * 1000, "burst_ratio_p50": median(k_burst) / median(d_burst),
+               "hollow_nodes": nodes, "hollow_ready_s": fleet["ready_s"], "hollow_rss_mib": fleet["rss_mib"],
+               "hollow_missed": fleet["missed"], "hollow_expired": fleet["expired"]}
+    return {"section": "\n".join(lines), "metrics": metrics}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pods", type=int, default=30)
-    ap.add_argument("--hollow-nodes", type=int, default=1000)
-    ap.add_argument("--window", type=float, default=90.0)
-    ap.add_argument("--hollow-pods", type=int, default=500)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--pods", type=int)
+    ap.add_argument("--hollow-nodes", type=int)
+    ap.add_argument("--window", type=float)
+    ap.add_argument("--hollow-pods", type=int)
     a = ap.parse_args()
-    asyncio.run(main(a.pods, a.hollow_nodes, a.window, a.hollow_pods))
+    r = asyncio.run(step(a.quick, a.pods, a.hollow_nodes, a.window, a.hollow_pods))
+    finish("kubelet", r["section"], r["metrics"])
+    print(r["section"])

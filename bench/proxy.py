@@ -1,7 +1,11 @@
 """Proxy benchmark: traffic through a ClusterIP and a NodePort beside the same load straight to the
 pod, and the cost of programming 1,000 Services x 10 endpoints.
 
-Run as root with Docker: `.venv/bin/python -m bench.proxy` (about 3 minutes). Starts its own etcd,
+Why this exists: Service traffic must cost next to nothing beside going straight to the pod (target
+>= 0.95x), and programming a cluster's worth of Services must stay fast.
+
+Run as root with Docker: `.venv/bin/python -m bench.proxy [--quick]` (about 3 minutes), or the
+`proxy` step of `python -m bench`. Starts its own etcd,
 nats-server and apiserver (service range 10.252.0.0/22), one busybox web container, and
 `kubenats proxy` as a child process; measures with `wrk` (apt-get install -y wrk) and rewrites the
 `proxy` section of docs/benchmarks.md.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
+import os
 import re
 import shutil
 import subprocess
@@ -27,7 +32,9 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.report import machine, median, progress, write_section
+from bench import plots
+from bench.common import component_argv, http_kwargs
+from bench.report import finish, machine, median, progress
 from services.proxy import dataplane, proxier
 from tests.proxy.hostnet import (
     ProxyProcess,
@@ -38,7 +45,7 @@ from tests.proxy.hostnet import (
     run_web,
     unique,
 )
-from tests.servers import Apiserver, Cluster
+from tests.servers import Cluster
 
 CIDR = "10.252.0.0/22"
 TABLE = "kubenats_bench"
@@ -99,8 +106,9 @@ def bench_objects(n: int, m: int) -> tuple[list[dict[str, Any]], list[dict[str, 
     return svcs, slices
 
 
-async def create_all(url: str, ns: str, svcs: list[dict[str, Any]], slices: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+async def create_all(c: Cluster, ns: str, svcs: list[dict[str, Any]],
+                     slices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(**http_kwargs(c, timeout=60)) as client:
         await client.post("/api/v1/namespaces", json={"metadata": {"name": ns}})
         sem = asyncio.Semaphore(16)
         made: list[dict[str, Any]] = []
@@ -205,19 +213,32 @@ async def dataplane_scale(n: int, m: int) -> dict[str, float]:
 
 
 # ---- main -------------------------------------------------------------------------------------
-async def main(seconds: float, rounds: int, connections: int, n: int, m: int) -> None:
+def proxy_process(c: Cluster) -> ProxyProcess:
+    """tests/proxy/hostnet.py's process wrapper, pointed at the cluster with the proxy's own identity."""
+    p = ProxyProcess("", "", CIDR, TABLE, c.workdir / "proxy.log")
+    p.argv = component_argv(c, "proxy", "--service-cluster-ip-range", CIDR, "--nftables-table", TABLE,
+                            "--healthz-bind-address", f"127.0.0.1:{p.healthz}")
+    return p
+
+
+async def step(quick: bool = False, seconds: float | None = None, rounds: int | None = None, connections: int = 16,
+               n: int | None = None, m: int = 10) -> dict[str, Any]:
+    seconds = seconds or (2.0 if quick else 4.0)
+    rounds = rounds or (2 if quick else 5)
+    n = n or (100 if quick else 1000)
+    load = os.getloadavg()
     if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install -y wrk")
+        raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     ensure_image()
     c = Cluster()
-    c.apiserver = Apiserver(c.workdir, c.etcd, c.nats, extra=["--service-cluster-ip-range", CIDR])
+    c.apiserver.argv += ["--service-cluster-ip-range", CIDR]
     proxy = ProxyProcess("", "", CIDR, TABLE, c.workdir / "proxy.log")
     proxy.cleanup()
     containers: list[str] = []
     try:
         c.start()
-        proxy = ProxyProcess(c.apiserver.url, c.nats.url, CIDR, TABLE, c.workdir / "proxy.log")
-        api = httpx.AsyncClient(base_url=c.apiserver.url, timeout=30)
+        proxy = proxy_process(c)
+        api = httpx.AsyncClient(**http_kwargs(c, timeout=30))
         # one identical pod per target: a pod that saw the host both directly and masqueraded (the same
         # source address, two TCP timestamp clocks) drops SYNs that hit its TIME_WAIT sockets (PAWS), and
         # the 1 s retransmits would be charged to the proxy
@@ -252,14 +273,14 @@ async def main(seconds: float, rounds: int, connections: int, n: int, m: int) ->
         before = len(sync_events(proxy.log))
         svcs, slices = bench_objects(n, m)
         t0 = time.time()
-        await create_all(c.apiserver.url, "bench", svcs, slices)
+        await create_all(c, "bench", svcs, slices)
         created = time.time()
         ev = await wait_sync(proxy.log, before, lambda e: e["endpoints"] >= n * m)
         programmed = ts(ev) - created
         progress(f"  created in {created - t0:.1f}s; proxy programmed all {programmed:.2f}s after the last create")
         for ip in (cip, node):
             assert_local(ip)
-        progress("traffic with the 1,000 Services programmed")
+        progress(f"traffic with the {n:,} Services programmed")
         big = traffic(targets, seconds, rounds, connections)
 
         await asyncio.sleep(2)
@@ -308,8 +329,8 @@ async def main(seconds: float, rounds: int, connections: int, n: int, m: int) ->
              "the node's own address (masqueraded). A new connection per request (busybox httpd closes each), so "
              f"every request passes the NAT rules. {rounds} rounds of {seconds:.0f} s per target, alternated; best "
              "and median round (latencies: medians). wrk, the proxy, etcd, the apiserver and the pods share the 2 "
-             "cores, and when this ran other test suites were loading the machine too (load average 4-6), so "
-             "single rounds swing by 10x for every target alike: compare the best rounds. One pod per target: a pod that sees the host both directly and "
+             f"cores (1-minute load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after; other work on the "
+             "machine makes single rounds swing for every target alike): compare the best rounds. One pod per target: a pod that sees the host both directly and "
              "masqueraded (one source address, two TCP timestamp clocks) drops SYNs that land on its TIME_WAIT "
              "sockets (PAWS, `TcpExtPAWSTimewait`) and the 1 s retransmits would be charged to the proxy. The "
              "same effect made the proxy masquerade without `fully-random`: with random source ports, "
@@ -338,16 +359,33 @@ async def main(seconds: float, rounds: int, connections: int, n: int, m: int) ->
              f"and its diff {median([c[2] for c in changes]) * 1000:.0f} ms and `nft -f` "
              f"{median([c[3] for c in changes]) * 1000:.0f} ms (the rest: route, hairpin and node address checks "
              "over netlink)."]
-    write_section("proxy", "\n".join(lines))
-    print("\n".join(lines))
+    def best(res: dict[str, list[dict[str, float]]], k: str) -> float:
+        return summarize(res[k])[0]
+    d0, d1 = best(small, "pod IP (direct)"), best(big, "pod IP (direct)")
+    fig = plots.lines("proxy_rps.png", "Requests/s by round: Service paths vs direct pod IP (1 Service, then "
+                      f"{n:,} Services)", list(range(1, 2 * rounds + 1)),
+                      {k: [r["rps"] for r in small[k]] + [r["rps"] for r in big[k]] for k in small},
+                      "round (first half: 1 Service; second half: all Services programmed)", "requests/s")
+    lines.insert(lines.index("With one Service programmed:\n"), fig + "\n")
+    metrics = {"services": n, "direct_rps_best": d0, "cip_rps_best": best(small, "ClusterIP"),
+               "np_rps_best": best(small, "NodePort (node IP)"), "cip_ratio_best": best(small, "ClusterIP") / d0,
+               "np_ratio_best": best(small, "NodePort (node IP)") / d0,
+               "big_cip_ratio_best": best(big, "ClusterIP") / d1, "big_np_ratio_best": best(big, "NodePort (node IP)") / d1,
+               "change_median_ms": median([c[0] for c in changes]) * 1000, "programmed_s": programmed}
+    return {"section": "\n".join(lines), "metrics": metrics}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 2 s, 100 Services")
+    ap.add_argument("--seconds", type=float)
+    ap.add_argument("--rounds", type=int)
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--services", type=int)
     ap.add_argument("--endpoints", type=int, default=10)
     a = ap.parse_args()
-    asyncio.run(main(a.seconds, a.rounds, a.connections, a.services, a.endpoints))
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    r = asyncio.run(step(a.quick, a.seconds, a.rounds, a.connections, a.services, a.endpoints))
+    finish("proxy", r["section"], r["metrics"])
+    print(r["section"])

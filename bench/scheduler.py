@@ -16,8 +16,9 @@ Beside them, the scheduler's own figures from its ``scheduler_stats`` log line: 
 deciding (filter + score + assume, per pod) and so the decision rate the loop could sustain if
 the API kept up.
 
-Run: ``.venv/bin/python -m bench.scheduler [--nodes 1000] [--pods 10000] [--clients 16]`` (about
-5 minutes); rewrites the ``scheduler`` section of docs/benchmarks.md.
+Run: ``.venv/bin/python -m bench.scheduler [--quick] [--nodes 1000] [--pods 10000] [--clients 16]``
+(about 5 minutes), or the ``scheduler`` step of ``python -m bench``; rewrites the ``scheduler``
+section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 from typing import Any
 
 import httpx
 import orjson
 
-from bench.report import machine, median, pct, progress, write_section
-from shared.client import ApiClient
+from bench import plots
+from bench.common import api_client, component, http_kwargs
+from bench.report import finish, machine, median, pct, progress
 from tests.servers import Cluster, Proc
 
 OWNERS = [f"rs-{i}" for i in range(20)]
@@ -73,8 +74,8 @@ async def fan_out(count: int, clients: int, fn: Any) -> None:
 class BindWatch:
     """Watches pods of one namespace through the API and stamps when each is first seen bound."""
 
-    def __init__(self, url: str, ns: str) -> None:
-        self.client = ApiClient(url, timeout=3600)
+    def __init__(self, c: Cluster, ns: str) -> None:
+        self.client = api_client(c, timeout=3600)
         self.ns = ns
         self.bound: dict[str, float] = {}
         self.nodes: dict[str, str] = {}
@@ -116,10 +117,7 @@ class BindWatch:
 
 
 def scheduler_proc(c: Cluster, tag: str, bind_concurrency: int) -> Proc:
-    return Proc(f"scheduler-{tag}", [sys.executable, "-m", "services.cli", "scheduler",
-                                     "--master", c.apiserver.url, "--nats-url", c.nats.url,
-                                     "--bind-concurrency", str(bind_concurrency)],
-                c.workdir / f"scheduler-{tag}.log")
+    return component(c, "scheduler", "--bind-concurrency", str(bind_concurrency), tag=f"-{tag}")
 
 
 def log_records(proc: Proc, name: str) -> list[dict[str, Any]]:
@@ -170,13 +168,16 @@ def ms(x: float) -> str:
     return f"{x * 1000:.0f}"
 
 
-async def main(nodes: int, pods: int, clients: int, bind_concurrency: int) -> None:
+async def step(quick: bool = False, nodes: int | None = None, pods: int | None = None, clients: int = 16,
+               bind_concurrency: int = 8) -> dict[str, Any]:
+    nodes = nodes or (100 if quick else 1000)
+    pods = pods or (1000 if quick else 10000)
     load_before = os.getloadavg()[0]
     c = Cluster().start()
     procs: list[Proc] = []
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     try:
-        async with httpx.AsyncClient(base_url=c.apiserver.url, timeout=120, limits=limits) as api:
+        async with httpx.AsyncClient(**http_kwargs(c, timeout=120, limits=limits)) as api:
             progress(f"creating {nodes} nodes")
             t = time.perf_counter()
 
@@ -193,7 +194,7 @@ async def main(nodes: int, pods: int, clients: int, bind_concurrency: int) -> No
             procs.append(first)
             first.start()
             await wait_log(first, "scheduling_started", 60)
-            watch = BindWatch(c.apiserver.url, "bench-stream")
+            watch = BindWatch(c, "bench-stream")
             await watch.start()
             progress(f"stream: creating {pods} pods with {clients} clients, scheduler running")
             sent: dict[str, float] = {}
@@ -204,6 +205,7 @@ async def main(nodes: int, pods: int, clients: int, bind_concurrency: int) -> No
             stream_rate = pods / (stream_end - c0)
             lat = [watch.bound[n] - sent[n] for n in sent]
             stream_nodes = len(set(watch.nodes.values()))
+            watch_stream_bound = list(watch.bound.values())
             await watch.stop()
             first.stop(30)
             stream_stats = stats_of(first)
@@ -211,7 +213,7 @@ async def main(nodes: int, pods: int, clients: int, bind_concurrency: int) -> No
 
             # ---- backlog: pods wait for a scheduler that is not running, then one starts
             progress(f"backlog: creating {pods} pods with no scheduler running")
-            watch = BindWatch(c.apiserver.url, "bench-backlog")
+            watch = BindWatch(c, "bench-backlog")
             await watch.start()
             sent2: dict[str, float] = {}
             b0, b1 = await create_pods(api, "bench-backlog", pods, clients, sent2)
@@ -224,6 +226,8 @@ async def main(nodes: int, pods: int, clients: int, bind_concurrency: int) -> No
             first_bind = min(watch.bound.values())
             last_bind = max(watch.bound.values())
             drain_rate = (pods - 1) / (last_bind - first_bind)
+            drain_curve = sorted(t - first_bind for t in watch.bound.values())
+            stream_curve = sorted(t - c0 for t in watch_stream_bound)
             await watch.stop()
             second.stop(30)
             backlog_stats = stats_of(second)
@@ -275,6 +279,11 @@ async def main(nodes: int, pods: int, clients: int, bind_concurrency: int) -> No
         f"bind conflicts {backlog_stats.get('bind_conflicts', 'n/a')}, Events dropped "
         f"{backlog_stats.get('events_dropped', 'n/a')}.",
         "",
+        plots.timeline("scheduler_bound.png", f"Pods bound over time at {nodes} nodes",
+                       {"stream: bound since the first create": (stream_curve, range(1, len(stream_curve) + 1)),
+                        "backlog: bound since the first binding": (drain_curve, range(1, len(drain_curve) + 1))},
+                       "pods bound", xlabel="seconds"),
+        "",
         "Decisions/s is the scheduler's own time in filter + score + assume per pod (`decision_cpu_seconds` and "
         "`decision_seconds` in its `scheduler_stats` log line): CPU time is the cost of a decision, wall time adds "
         "whatever the machine's other load took from the process meanwhile; it is what the loop sustains when the "
@@ -285,15 +294,22 @@ async def main(nodes: int, pods: int, clients: int, bind_concurrency: int) -> No
         f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the run (2 cores; anything "
         "beyond what this benchmark starts is other work on the machine, which lowers every end-to-end figure).",
     ]
-    write_section("scheduler", "\n".join(lines))
-    print("\n".join(lines))
+    metrics = {"nodes": nodes, "pods": pods, "stream_bound_per_s": stream_rate, "backlog_drain_per_s": drain_rate,
+               "stream_p50_ms": median(lat) * 1000, "stream_p99_ms": pct(lat, 99) * 1000,
+               "created_per_s": pods / (c1 - c0), "first_bind_s": first_bind - started,
+               "decisions_cpu_per_s": (int(stream_stats.get("attempts") or 0)
+                                       / max(float(stream_stats.get("decision_cpu_seconds") or 0), 1e-9))}
+    return {"section": "\n".join(lines), "metrics": metrics}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--nodes", type=int, default=1000)
-    ap.add_argument("--pods", type=int, default=10000)
+    ap.add_argument("--quick", action="store_true", help="100 nodes, 1,000 pods")
+    ap.add_argument("--nodes", type=int)
+    ap.add_argument("--pods", type=int)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--bind-concurrency", type=int, default=8)
     a = ap.parse_args()
-    asyncio.run(main(a.nodes, a.pods, a.clients, a.bind_concurrency))
+    r = asyncio.run(step(a.quick, a.nodes, a.pods, a.clients, a.bind_concurrency))
+    finish("scheduler", r["section"], r["metrics"])
+    print(r["section"])

@@ -5,7 +5,8 @@ scoring one pod over every node in about 3 ms of Python. This times the default 
 synthetic nodes (32 cpu, 128Gi, 110 pods, a few tainted or cordoned) filled with 30 pods from a
 handful of ReplicaSets, assuming each placed pod onto its node as the real scheduler does.
 
-Run: ``.venv/bin/python -m bench.scheduler_plugins [--nodes 1000] [--pods-per-node 30] [--pods 2000]``.
+Run: ``.venv/bin/python -m bench.scheduler_plugins [--nodes 1000] [--pods-per-node 30] [--pods 2000]
+[--write-docs]``, or the ``scheduler-core`` step of ``python -m bench``.
 It prints pods/s for a full scan of every node (percentageOfNodesToScore 100) and for upstream's
 adaptive node sampling (percentageOfNodesToScore 0, the kube-scheduler default).
 """
@@ -16,6 +17,7 @@ import argparse
 import time
 from typing import Any
 
+from bench.report import finish, machine, progress
 from services.scheduler.framework import NodeInfo, PodInfo, Profile, failure_message
 from services.scheduler.plugins import default_plugins
 
@@ -82,17 +84,40 @@ def run(nodes: int, pods_per_node: int, pods: int, percentage: int) -> float:
     return pods / (time.perf_counter() - start)
 
 
+async def step(quick: bool = False, nodes: int = 1000, pods_per_node: int = 30, pods: int | None = None) -> dict[str, Any]:
+    """The `scheduler-core` step of `python -m bench`: the decision rate without any API in the way."""
+    pods = pods or (500 if quick else 2000)
+    rates = {}
+    for key, percentage in (("full_scan_per_s", 100), ("adaptive_per_s", 0)):
+        progress(f"scheduler core: {pods} pods over {nodes} nodes, percentageOfNodesToScore={percentage}")
+        rates[key] = run(nodes, pods_per_node, pods, percentage)
+    body = "\n".join([
+        "## Scheduler core (no API) — `python -m bench.scheduler_plugins`\n", f"{machine()}\n",
+        f"`schedule_one` of the default profile over {nodes} synthetic nodes holding {pods_per_node} pods each, "
+        f"{pods} pods placed and assumed in one process: the decision rate the scheduler's loop could sustain if "
+        "the API kept up (the end-to-end rate is in the Scheduler section).\n",
+        "| node sampling | pods/s | ms/pod |", "|---|---:|---:|",
+        f"| every node scored (percentageOfNodesToScore=100) | {rates['full_scan_per_s']:,.0f} | "
+        f"{1000 / rates['full_scan_per_s']:.2f} |",
+        f"| upstream adaptive sampling (percentageOfNodesToScore=0) | {rates['adaptive_per_s']:,.0f} | "
+        f"{1000 / rates['adaptive_per_s']:.2f} |"])
+    return {"section": body, "metrics": {"nodes": nodes, "pods": pods, **rates}}
+
+
 def main() -> None:
+    import asyncio
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="500 pods")
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--pods-per-node", type=int, default=30)
-    ap.add_argument("--pods", type=int, default=2000, help="pods to schedule")
+    ap.add_argument("--pods", type=int, help="pods to schedule (2,000)")
+    ap.add_argument("--write-docs", action="store_true", help="store the section in docs/benchmarks.md")
     args = ap.parse_args()
-    for label, percentage in (("every node scored (percentageOfNodesToScore=100)", 100),
-                              ("upstream adaptive sampling (percentageOfNodesToScore=0)", 0)):
-        rate = run(args.nodes, args.pods_per_node, args.pods, percentage)
-        print(f"{args.nodes} nodes x {args.pods_per_node} pods, {label}: {rate:,.0f} pods/s "
-              f"({1000 / rate:.2f} ms/pod)")
+    r = asyncio.run(step(args.quick, args.nodes, args.pods_per_node, args.pods))
+    print(r["section"])
+    if args.write_docs:
+        finish("scheduler-core", r["section"], r["metrics"])
 
 
 if __name__ == "__main__":

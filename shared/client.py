@@ -56,7 +56,8 @@ class ApiClient:
             if cert:
                 ctx.load_cert_chain(*cert)
             verify = ctx
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+        # as many idle connections kept as may be open: a burst must not reopen (and re-handshake) TLS
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         self._http = httpx.AsyncClient(base_url=server, headers=headers, verify=verify, timeout=timeout, limits=limits)
 
     async def close(self) -> None:

@@ -4,6 +4,11 @@
 Pulling, Started, ScalingReplicaSet, FailedScheduling, BackOff... Like client-go's recorder,
 repeats of the same (object, reason, message) within a short window update one Event's count
 instead of creating a new object, and recording never blocks or fails the caller's work.
+
+Events are the least important writes a component makes: at most MAX_WRITING are in flight at
+once (so they never crowd bindings and status writes out of the client's connections), and when
+MAX_PENDING are already waiting a new one is dropped and counted, as client-go's broadcaster
+drops when its queue is full.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +29,9 @@ from shared.log import event
 log = logging.getLogger("kubenats.recorder")
 EVENTS = BY_PLURAL[("", "events")]
 AGGREGATE_WINDOW = 600.0
+SEEN_MAX = 4096  # (object, reason, message) keys remembered for aggregation, least recent evicted
+MAX_WRITING = 4
+MAX_PENDING = 1000
 
 
 def _now() -> str:
@@ -34,11 +43,20 @@ class EventRecorder:
         self._client = client
         self._component = component
         self._host = host
-        self._seen: dict[tuple[str, str, str, str], tuple[str, int, float]] = {}
+        self._seen: OrderedDict[tuple[str, str, str, str], tuple[str, int, float]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writing: asyncio.Semaphore | None = None
+        self.dropped = 0
 
     def record(self, obj: dict[str, Any], type_: str, reason: str, message: str, field_path: str = "") -> None:
-        """Fire and forget: schedule the write and return at once."""
+        """Fire and forget: schedule the write and return at once (or drop it when too many wait)."""
+        if len(self._tasks) >= MAX_PENDING:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                event(log, "events_dropped", logging.WARNING, component=self._component, dropped=self.dropped)
+            return
+        if self._writing is None:
+            self._writing = asyncio.Semaphore(MAX_WRITING)
         task = asyncio.get_running_loop().create_task(self._write(obj, type_, reason, message, field_path))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -48,6 +66,11 @@ class EventRecorder:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _write(self, obj: dict[str, Any], type_: str, reason: str, message: str, field_path: str) -> None:
+        assert self._writing is not None
+        async with self._writing:
+            await self._write_one(obj, type_, reason, message, field_path)
+
+    async def _write_one(self, obj: dict[str, Any], type_: str, reason: str, message: str, field_path: str) -> None:
         meta = obj.get("metadata") or {}
         ns = meta.get("namespace") or "default"
         involved = {"kind": obj.get("kind", ""), "apiVersion": obj.get("apiVersion", ""), "name": meta.get("name", ""),
@@ -65,6 +88,7 @@ class EventRecorder:
                 name, count, _ = prior
                 await self._client.patch(EVENTS, ns, name, {"count": count + 1, "lastTimestamp": now})
                 self._seen[key] = (name, count + 1, time.monotonic())
+                self._seen.move_to_end(key)
                 return
             name = f"{involved['name']}.{uuid.uuid4().hex[:16]}"
             body = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": ns},
@@ -74,9 +98,9 @@ class EventRecorder:
                     "reportingComponent": self._component, "reportingInstance": self._host or self._component}
             await self._client.create(EVENTS, ns, body)
             self._seen[key] = (name, 1, time.monotonic())
-            if len(self._seen) > 4096:
-                cutoff = time.monotonic() - AGGREGATE_WINDOW
-                self._seen = {k: v for k, v in self._seen.items() if v[2] > cutoff}
+            self._seen.move_to_end(key)
+            while len(self._seen) > SEEN_MAX:  # O(1) per event: the least recently seen go first
+                self._seen.popitem(last=False)
         except ApiError as e:
             self._seen.pop(key, None)
             event(log, "event_record_failed", logging.DEBUG, reason=reason, error=e.message)

@@ -59,6 +59,7 @@ log = logging.getLogger("kubenats.controllers.replicaset")
 RS = BY_PLURAL[("apps", "replicasets")]
 PODS = BY_PLURAL[("", "pods")]
 CONTROLLER_UID_INDEX = "controller-uid"
+ORPHAN_INDEX = "orphans-by-namespace"  # pods without a controller, the only ones a ReplicaSet may adopt
 BURST_REPLICAS = 500
 STATUS_UPDATE_RETRIES = 1
 
@@ -66,6 +67,10 @@ STATUS_UPDATE_RETRIES = 1
 def controller_uid_index(obj: Obj) -> list[str]:
     ref = controller_ref(obj)
     return [str(ref.get("uid"))] if ref is not None and ref.get("uid") else []
+
+
+def orphan_index(obj: Obj) -> list[str]:
+    return [str(meta(obj).get("namespace", ""))] if controller_ref(obj) is None else []
 
 
 def namespace_terminating(e: ApiError) -> bool:
@@ -125,6 +130,7 @@ class ReplicaSetController:
         self.pod_informer = ctx.informers.get(PODS)
         ensure_index(self.rs_informer, CONTROLLER_UID_INDEX, controller_uid_index)
         ensure_index(self.pod_informer, CONTROLLER_UID_INDEX, controller_uid_index)
+        ensure_index(self.pod_informer, ORPHAN_INDEX, orphan_index)
         self.recorder = ctx.recorder("replicaset-controller")
         self.queue = WorkQueue("replicaset")
         self.expectations = ControllerExpectations()
@@ -213,7 +219,11 @@ class ReplicaSetController:
             event(log, "invalid_selector", logging.WARNING, replicaset=key, error=str(e))
             return
         ns = meta(rs).get("namespace", "")
-        active = [p for p in self.pod_informer.by_index("namespace", ns) if is_pod_active(p)]
+        # its own pods and the namespace's orphans: pods of other controllers are never claimed,
+        # and walking all of them made every sync O(pods in the namespace)
+        candidates = [*self.pod_informer.by_index(CONTROLLER_UID_INDEX, uid_of(rs)),
+                      *self.pod_informer.by_index(ORPHAN_INDEX, ns)]
+        active = [p for p in candidates if is_pod_active(p)]
 
         async def recheck() -> Obj:
             return await self.client.get(RS, ns, meta(rs)["name"])

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
+from services.apiserver.watch import PARSED
 from tests.servers import Cluster
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -79,6 +80,33 @@ async def test_watch_resumes_from_resource_version(api: httpx.AsyncClient, ns: s
         await w.wait(lambda ev: len(ev) >= 2)
         await asyncio.sleep(0.2)
         assert w.summary() == [("ADDED", "r2"), ("ADDED", "r3")]
+    finally:
+        await w.close()
+
+
+async def test_resume_past_the_parsed_part_of_the_window(api: httpx.AsyncClient, ns: str) -> None:
+    """The hub keeps only the newest events parsed (watch.PARSED); a watcher resuming further
+    back gets the older ones parsed again from their bytes, selectors and all."""
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    first = (await api.post(base, json={"metadata": {"name": "start"}})).json()
+    count = PARSED + 100
+    sem = asyncio.Semaphore(20)
+
+    async def create(i: int) -> None:
+        async with sem:
+            r = await api.post(base, json={"metadata": {"name": f"c{i:04d}", "labels": {"even": str(i % 2 == 0).lower()}},
+                                           "data": {"i": str(i)}})
+            assert r.status_code == 201, r.text
+    await asyncio.gather(*(create(i) for i in range(count)))
+    await asyncio.sleep(0.5)  # the hub has seen them
+    w = WatchStream(api, base, {"resourceVersion": first["metadata"]["resourceVersion"], "labelSelector": "even=true"})
+    try:
+        await w.wait(lambda ev: len(ev) >= count // 2, timeout=30)
+        await asyncio.sleep(0.3)
+        names = sorted(name for _t, name in w.summary())
+        assert names == [f"c{i:04d}" for i in range(0, count, 2)]
+        assert all(e["object"]["data"]["i"] == e["object"]["metadata"]["name"][1:].lstrip("0") or
+                   e["object"]["data"]["i"] == "0" for e in w.events)
     finally:
         await w.close()
 
