@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -66,8 +67,12 @@ def main() -> None:
     ap.add_argument("--scale", default="", metavar="NODES,DEPLOYMENTS,REPLICAS",
                     help="sizes of the scale step (default 1000,300,100; --quick 100,30,10)")
     ap.add_argument("--scale-timeout", type=float, default=None, help="seconds the scale step waits (1800)")
+    ap.add_argument("--apiserver-workers", type=int, default=1,
+                    help="apiserver processes (`kubenats apiserver --workers N`) in every step's cluster")
     ap.add_argument("--profile", action="store_true", help="py-spy the control plane and the hollow kubelet during the scale step")
     opts = ap.parse_args()
+    if opts.apiserver_workers > 1:  # every Cluster() of every step reads this (tests/servers.py)
+        os.environ["KUBENATS_APISERVER_ARGS"] = f"--workers {opts.apiserver_workers}"
     names = [s for s in opts.only.split(",") if s] or list(STEPS)
     skip = {s for s in opts.skip.split(",") if s}
     unknown = [s for s in [*names, *skip] if s not in STEPS]

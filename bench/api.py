@@ -24,7 +24,7 @@ import orjson
 from pyetcd.etcdrpc import rpc_pb2, rpc_pb2_grpc
 
 from bench import plots
-from bench.common import conn, http_kwargs
+from bench.common import conn, http_kwargs, proc_stats
 from bench.report import finish, machine, median, pct, progress
 from shared.bus import Bus, BusOptions, Message
 from tests.servers import Cluster
@@ -187,10 +187,23 @@ async def raw_nats(c: Cluster, count: int, jetstream: bool) -> list[float]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (from /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its children (apiserver workers), from /proc."""
+    return proc_stats(pid)["cpu"]
+
+
+def what_bounds(cpu_per_create: float, clients: int) -> str:
+    workers = 1
+    args = os.environ.get("KUBENATS_APISERVER_ARGS", "").split()
+    if "--workers" in args:
+        workers = int(args[args.index("--workers") + 1])
+    who = "one apiserver process" if workers == 1 else f"the apiserver ({workers} worker processes)"
+    return (f"What bounds it: {who} spends {cpu_per_create * 1000:.2f} ms of CPU per create at {clients} clients "
+            f"(TLS, HTTP parsing, authentication and authorization, schema check, defaulting, validation, JSON, the "
+            f"etcd gRPC call, and publishing the event to NATS from the etcd watch). On this 2-core machine the "
+            f"apiserver, etcd, nats-server and the load generator share two cores: by Little's law 50 clients at "
+            f"X creates/s wait 50/X s on average, so p99 < 50 ms needs well over 1,000 creates/s with little "
+            f"variance, more than two shared cores give. `--workers` (SO_REUSEPORT) spreads the apiserver over "
+            f"cores; this run used {workers}.")
 
 
 def ms(x: float) -> str:
@@ -254,13 +267,7 @@ async def step(quick: bool = False, seconds: float | None = None, list_size: int
                      f"{ms(pct(lat, 99))} | {ms(pct(raw_lat, 99))} | {errs} | {cpu[0] * 1000:.2f} | {cpu[1] * 1000:.2f} |")
     top_cpu = rows[-1][6][0]
     lines += ["", fig_tput, "", fig_cdf, "",
-              f"What bounds it: one apiserver process spends {top_cpu * 1000:.2f} ms of CPU per create at "
-              f"{rows[-1][0]} clients (HTTP parsing, schema check, defaulting, validation, JSON, the etcd gRPC "
-              f"call, and publishing the event to NATS from the etcd watch), so it saturates one core at about "
-              f"{1 / top_cpu:.0f} creates/s; beyond that, added clients only queue, which is the p99. Raw etcd "
-              f"puts use both cores of this 2-core machine. Targets (>= 0.5 of raw at 50 clients, p99 < 50 ms) "
-              f"need either less CPU per request or several apiserver processes (the design allows replicas: "
-              f"they publish with the same Nats-Msg-Id and JetStream drops duplicates)."]
+              what_bounds(top_cpu, rows[-1][0])]
     lines += ["", f"LIST of {list_size} pods (one namespace, full JSON): median {median(lists):.3f} s, "
                   f"max {max(lists):.3f} s over {len(lists)} runs (target < 1 s).", "",
               f"Event delivery ({len(ev_start)} sequential ConfigMap writes, 10 ms apart, a NATS subscriber on "

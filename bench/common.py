@@ -94,21 +94,32 @@ def component(c: Cluster, name: str, *extra: str, tag: str = "", node: str = "")
     return Proc(f"{name}{tag}", component_argv(c, name, *extra, node=node), c.workdir / f"{name}{tag}.log")
 
 
-def proc_stats(pid: int) -> dict[str, float]:
-    """RSS and peak RSS (VmHWM) in MiB, CPU seconds (user + system) of a process."""
-    out = {"rss": 0.0, "hwm": 0.0, "cpu": 0.0}
+def process_tree(pid: int) -> list[int]:
+    """pid and its children (an apiserver with --workers is a supervisor and N workers)."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    out["rss"] = int(line.split()[1]) / 1024
-                elif line.startswith("VmHWM:"):
-                    out["hwm"] = int(line.split()[1]) / 1024
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        out["cpu"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        pass
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *(int(c) for c in f.read().split())]
+    except (OSError, ValueError):
+        return [pid]
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """RSS and peak RSS (VmHWM) in MiB, CPU seconds (user + system) of a process and its children
+    (peaks add up: an upper bound for a process tree)."""
+    out = {"rss": 0.0, "hwm": 0.0, "cpu": 0.0}
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        out["rss"] += int(line.split()[1]) / 1024
+                    elif line.startswith("VmHWM:"):
+                        out["hwm"] += int(line.split()[1]) / 1024
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out["cpu"] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
     return out
 
 

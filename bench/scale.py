@@ -69,7 +69,24 @@ async def wait_nodes(api: httpx.AsyncClient, n: int, alive: Any, timeout: float 
         await asyncio.sleep(1.0)
 
 
-class Probe:
+class Background:
+    """A loop that runs beside the scale run (`_run(t0)`) until stopped."""
+
+    task: asyncio.Task[None] | None = None
+
+    async def _run(self, t0: float) -> None:
+        raise NotImplementedError
+
+    def start(self, t0: float) -> None:
+        self.task = asyncio.create_task(self._run(t0))
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+class Probe(Background):
     """ConfigMap create + update every `period` s: the latency of mutating calls while the run goes on."""
 
     def __init__(self, c: Cluster, period: float = 0.25) -> None:
@@ -98,16 +115,9 @@ class Probe:
         finally:
             await cn.close()
 
-    def start(self, t0: float) -> None:
-        self.task = asyncio.create_task(self._run(t0))
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
 
 
-class PodWatch:
+class PodWatch(Background):
     """One `?watch=true` on the namespace's pods (lean client): when each pod was first seen, and first seen
     Running. Deployment status lags the pods while the controllers are busy, so this is the pods' own clock."""
 
@@ -157,16 +167,9 @@ class PodWatch:
         finally:
             await cn.close()
 
-    def start(self, t0: float) -> None:
-        self.task = asyncio.create_task(self._run(t0))
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
 
 
-class KubectlLoop:
+class KubectlLoop(Background):
     """The real `kubectl get pods -A --chunk-size=500`, again and again, `gap` s apart."""
 
     def __init__(self, kubeconfig: str, gap: float = 15.0) -> None:
@@ -194,13 +197,6 @@ class KubectlLoop:
                      + ("" if run["ok"] else f" FAILED: {run['err']}"))
             await asyncio.sleep(self.gap)
 
-    def start(self, t0: float) -> None:
-        self.task = asyncio.create_task(self._run(t0))
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
 
 
 async def store_sizes(c: Cluster) -> dict[str, float]:

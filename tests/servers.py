@@ -187,7 +187,9 @@ TOKENS = {"nobody-token": ("nobody", "1001", ""), "viewer-token": ("viewer", "10
 class Cluster:
     """etcd + nats + apiserver in one temporary folder."""
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, apiserver_extra: list[str] | None = None) -> None:
+        """`apiserver_extra`: more apiserver flags (default: $KUBENATS_APISERVER_ARGS, which the
+        benchmarks set for `python -m bench --apiserver-workers N`)."""
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kubenats-test-"))
         self.etcd = Etcd(self.workdir)
         self.nats = Nats(self.workdir)
@@ -197,7 +199,9 @@ class Cluster:
         (self.workdir / "tokens.csv").write_text("".join(f'{token},{user},{uid},"{groups}"\n'
                                                         for token, (user, uid, groups) in TOKENS.items()))
         self.nats.use_config(self.files.nats_conf)
-        self.apiserver = Apiserver(self.workdir, self.etcd, self.nats, port=api_port)
+        if apiserver_extra is None:
+            apiserver_extra = os.environ.get("KUBENATS_APISERVER_ARGS", "").split()
+        self.apiserver = Apiserver(self.workdir, self.etcd, self.nats, port=api_port, extra=apiserver_extra)
         self._ssl: ssl.SSLContext | None = None
 
     def _prepare(self, server_url: str) -> cluster_files.ClusterFiles:

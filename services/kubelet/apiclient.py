@@ -67,6 +67,10 @@ def clients(server: str, node: str, *, nodes: int = 1, **kwargs: Any) -> tuple[L
     """(bulk client, heartbeat client) for a process hosting `nodes` nodes. A fleet keeps its bulk
     lane narrow: the API server, not the lane, is the bottleneck, and a narrow lane leaves the
     server (and this process's event loop) room for the heartbeats."""
-    bulk = LimitedClient(server, max_in_flight=4 if nodes > 1 else 32, user_agent=f"kubenats-kubelet/{node}", **kwargs)
-    heartbeat = LimitedClient(server, max_in_flight=8, user_agent=f"kubenats-kubelet-heartbeat/{node}", **kwargs)
+    bulk = LimitedClient(server, max_in_flight=8 if nodes > 1 else 32, user_agent=f"kubenats-kubelet/{node}", **kwargs)
+    # a lease every 10 s per node: 1,000 nodes renew 100 times a second, and at a loaded server's
+    # 0.3 s per request that needs 30 in flight (8 let renewals fall minutes behind: nodes went
+    # Unknown and their pods were evicted in the 30,000-pod run)
+    heartbeat = LimitedClient(server, max_in_flight=min(64, max(8, nodes // 16)),
+                              user_agent=f"kubenats-kubelet-heartbeat/{node}", **kwargs)
     return bulk, heartbeat
