@@ -55,17 +55,17 @@ def supervise(workers: int, argv: list[str]) -> int:
         time.sleep(0.2)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket that other workers can bind too (SO_REUSEPORT)."""
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to the shared port (SO_REUSEPORT) but not listening yet: uvicorn listens on it
+    once the lifespan startup is done, so the kernel hands no connection to a worker still starting."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host or "0.0.0.0", port))
-    sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
 def serve(config: uvicorn.Config, host: str, port: int) -> None:
-    uvicorn.Server(config).run(sockets=[listen(host, port)])
+    uvicorn.Server(config).run(sockets=[bound_socket(host, port)])

@@ -22,6 +22,11 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def listeners(port: int) -> int:
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=False).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
 def test_two_workers_share_the_port_and_the_event_stream() -> None:
     c = Cluster()
     c.apiserver = Apiserver(c.workdir, c.etcd, c.nats, port=c.apiserver.port, extra=["--workers", "2"])
@@ -30,12 +35,19 @@ def test_two_workers_share_the_port_and_the_event_stream() -> None:
         assert c.apiserver.p is not None
         workers = children(c.apiserver.p.pid)
         assert len(workers) == 2, workers
+        # a worker listens only once started: wait for both, so either may serve the watch below
+        deadline = time.monotonic() + 60
+        while listeners(c.apiserver.port) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert listeners(c.apiserver.port) == 2
         ns = "w-" + uuid.uuid4().hex[:8]
         with httpx.Client(**c.admin_kwargs(), timeout=30) as api:
-            assert api.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).status_code == 201
+            r = api.post("/api/v1/namespaces", json={"metadata": {"name": ns}})
+            assert r.status_code == 201, r.text
+            since = r.json()["metadata"]["resourceVersion"]  # whichever worker serves the watch, from here on
             with httpx.Client(**c.admin_kwargs(), timeout=30) as watcher, \
                     watcher.stream("GET", f"/api/v1/namespaces/{ns}/configmaps",
-                                   params={"watch": "true", "timeoutSeconds": "20"}) as stream:
+                                   params={"watch": "true", "timeoutSeconds": "20", "resourceVersion": since}) as stream:
                 for i in range(30):  # a new connection each: the kernel spreads them over the workers
                     with httpx.Client(**c.admin_kwargs(), timeout=30) as one:
                         r = one.post(f"/api/v1/namespaces/{ns}/configmaps", json={"metadata": {"name": f"cm{i}"}})
