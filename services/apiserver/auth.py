@@ -137,9 +137,10 @@ class Authenticator:
         caller = caller_from_peercert(tls.get("client_cert"))
         if caller is not None:
             return caller
-        header = _header(scope, b"authorization")
-        if header is None:
+        values = headers(scope, b"authorization")
+        if not values:
             return None
+        header = values[0]
         scheme, _, credential = header.strip().partition(" ")
         if scheme.lower() != "bearer":
             return None  # Basic and others: not an authenticator kubenats has
@@ -148,13 +149,6 @@ class Authenticator:
         if found is None:
             raise Unauthorized("invalid bearer token")
         return found
-
-
-def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers") or ():
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def headers(scope: Mapping[str, Any], name: bytes) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from shared.errors import ApiError
 from shared.log import event
 
 from . import admission
@@ -64,14 +65,6 @@ def _public(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in PUBLIC_PATHS)
 
 
-def _status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> bytes:
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                            "message": message, "reason": reason, "code": code}
-    if details:
-        body["details"] = details
-    return orjson.dumps(body)
-
-
 class Security:
     def __init__(self, app: ASGIApp, authn: Authenticator, authz: Authorizer, *,
                  admission_for: AdmissionFactory | None = None, max_inflight: int = 400,
@@ -99,30 +92,32 @@ class Security:
             caller = None
         if caller is None:
             if not _public(path):
-                await self._deny(scope, send, 401, "Unauthorized", "Unauthorized")
+                await self._deny(scope, send, ApiError(401, "Unauthorized", "Unauthorized"))
                 return
             caller = ANONYMOUS
         info = request_info(method, path, query)
         if not _public(path):
             impersonated = self._impersonate(scope, caller)
             if isinstance(impersonated, str):
-                await self._deny(scope, send, 403, "Forbidden", impersonated)
+                await self._deny(scope, send, ApiError(403, "Forbidden", impersonated))
                 return
             caller = impersonated
-            decision = self.authz.authorize(attributes(caller, info))
+            a = attributes(caller, info)
+            decision = self.authz.authorize(a)
             if not decision.allowed:
-                a = attributes(caller, info)
                 event(log, "forbidden", user=caller.user, verb=info.verb, resource=info.resource,
                       subresource=info.subresource, namespace=info.namespace, name=info.name, path=path)
-                details = {"name": info.name, "group": info.api_group, "kind": info.resource} if info.resource_request else None
-                await self._deny(scope, send, 403, "Forbidden", forbidden_message(a, decision.reason), details)
+                err = ApiError(403, "Forbidden", forbidden_message(a, decision.reason))
+                if info.resource_request:
+                    err.name, err.group, err.kind = info.name, info.api_group, info.resource
+                await self._deny(scope, send, err)
                 return
         scope[CALLER_KEY] = caller
         if scope["type"] == "http":
             length = _content_length(scope)
             if length is not None and length > self.max_body:
-                await self._deny(scope, send, 413, "RequestEntityTooLarge",
-                                 f"Request entity too large: limit is {self.max_body}")
+                await self._deny(scope, send, ApiError(413, "RequestEntityTooLarge",
+                                                       f"Request entity too large: limit is {self.max_body}"))
                 return
             receive = self._limited(receive)
         counted = not long_running(info, query) and scope["type"] == "http"
@@ -130,8 +125,8 @@ class Security:
         if counted:
             if (mutating and self.mutating >= self.max_mutating) or (not mutating and self.inflight >= self.max_inflight):
                 event(log, "too_many_requests", user=caller.user, mutating=mutating)
-                await self._deny(scope, send, 429, "TooManyRequests", "Too many requests, please try again later.",
-                                 {"retryAfterSeconds": 1}, [(b"retry-after", b"1")])
+                await self._deny(scope, send, ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
+                                                       retry_after=1), [(b"retry-after", b"1")])
                 return
             if mutating:
                 self.mutating += 1
@@ -188,9 +183,9 @@ class Security:
         return wrapped
 
     @staticmethod
-    async def _deny(scope: Scope, send: Send, code: int, reason: str, message: str,
-                    details: dict[str, Any] | None = None, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        body = _status(code, reason, message, details)
+    async def _deny(scope: Scope, send: Send, err: ApiError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        code = err.code
+        body = orjson.dumps(err.status())
         hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
         if scope["type"] == "websocket":
             if "websocket.http.response" in (scope.get("extensions") or {}):

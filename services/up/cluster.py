@@ -44,6 +44,17 @@ class ClusterFiles:
         return self.pki.kubeconfigs[identity]
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write text to path (mode 0600, atomically) unless it already holds exactly that."""
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)
+
+
 def prepare(data: Path, *, server_url: str, nats_port: int, nodes: list[str], hollow: bool = False,
             nats_host: str = "127.0.0.1", nats_http_port: int | None = None, nats_store_dir: str = "",
             nats_tls: bool = False, hosts: list[str] | None = None, ips: list[str] | None = None,
@@ -61,14 +72,8 @@ def prepare(data: Path, *, server_url: str, nats_port: int, nodes: list[str], ho
     os.chmod(users_dir, 0o700)
     files: dict[str, Path] = {}
     for name in names:
-        path = users_dir / name
-        if not path.exists() or path.read_text() != passwords[name]:
-            tmp = path.with_name(f".{name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(passwords[name])
-            tmp.replace(path)
-        files[name] = path
+        files[name] = users_dir / name
+        write_private(files[name], passwords[name])
     conf = natsconf.render_config(port=nats_port, host=nats_host, http_port=nats_http_port, http_host="127.0.0.1",
                                   store_dir=nats_store_dir or str(data / "nats" / "jetstream"),
                                   users=natsconf.component_users(passwords, nodes, hollow),
@@ -76,12 +81,7 @@ def prepare(data: Path, *, server_url: str, nats_port: int, nodes: list[str], ho
                                   tls_key=str(cluster_pki.nats_server.key) if nats_tls else None,
                                   tls_ca=str(cluster_pki.ca.cert) if nats_tls else None)
     conf_path = data / "nats.conf"
-    if not conf_path.exists() or conf_path.read_text() != conf:
-        tmp = conf_path.with_name(".nats.conf.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(conf)
-        tmp.replace(conf_path)
+    write_private(conf_path, conf)
     return ClusterFiles(data, cluster_pki, conf_path, files, nats_tls, hollow)
 
 

@@ -137,14 +137,7 @@ def prepare(args: argparse.Namespace) -> tuple[cluster.ClusterFiles, dict[str, s
     except (OSError, ValueError) as e:
         print(f"kubenats up: cannot prepare credentials in {data}: {e}", file=sys.stderr)
         return 1
-    kubeconfig = data / "kubeconfig"
-    text = files.kubeconfig("admin").read_text()
-    if not kubeconfig.exists() or kubeconfig.read_text() != text:
-        tmp = data / ".kubeconfig.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        tmp.replace(kubeconfig)
+    cluster.write_private(data / "kubeconfig", files.kubeconfig("admin").read_text())
     return files, binaries, disabled
 
 
