@@ -52,7 +52,7 @@ def run_step(name: str, opts: argparse.Namespace) -> dict[str, Any]:
         if opts.scale:
             nodes, deployments, replicas = (int(x) for x in opts.scale.split(","))
             kwargs.update(nodes=nodes, deployments=deployments, replicas=replicas)
-        kwargs.update(profile=opts.profile, timeout=opts.scale_timeout)
+        kwargs.update(profile=opts.profile, timeout=opts.scale_timeout, kubelet_procs=opts.kubelet_procs)
     result: dict[str, Any] = asyncio.run(mod.step(**kwargs))
     return result
 
@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--scale", default="", metavar="NODES,DEPLOYMENTS,REPLICAS",
                     help="sizes of the scale step (default 1000,300,100; --quick 100,30,10)")
     ap.add_argument("--scale-timeout", type=float, default=None, help="seconds the scale step waits (1800)")
+    ap.add_argument("--kubelet-procs", type=int, default=None,
+                    help="hollow kubelet processes the scale step splits its nodes over (default 4 from 200 nodes)")
     ap.add_argument("--apiserver-workers", type=int, default=1,
                     help="apiserver processes (`kubenats apiserver --workers N`) in every step's cluster")
     ap.add_argument("--profile", action="store_true", help="py-spy the control plane and the hollow kubelet during the scale step")

@@ -2,28 +2,36 @@
 
 Why this exists: the per-component benchmarks say how fast each piece is; this says whether the
 whole control plane holds together at cluster size, and what it costs. etcd, nats-server, the
-apiserver, one `kubenats kubelet --runtime hollow --hollow-nodes N` process, `kubenats scheduler` and
-`kubenats controllers` run as child processes; once every Node is Ready, the Deployments are created
-and the run lasts until every replica is available (or `--timeout`). Measured meanwhile:
+apiserver, the hollow kubelets, `kubenats scheduler` and `kubenats controllers` run as child
+processes; once every Node is Ready, the Deployments are created and the run lasts until every
+replica is available (or `--timeout`). The hollow nodes are split kubemark-style over
+`--kubelet-procs` P processes (default 4 from 200 nodes, else 1): process j runs
+`kubenats kubelet --runtime hollow --hollow-nodes N/P --hollow-first-index K_j --hollow-pod-cidr <j-th
+slice of 127.64.0.0/10>`, because one process of 1,000 nodes was CPU-bound and renewed its leases
+late. Measured meanwhile:
 
 - pods created / available over time (the Deployments' status, polled every 2 s), time to all
   Running (confirmed by a paged LIST at the end), pods/s;
-- RSS (VmRSS, peak also VmHWM) and CPU seconds (utime + stime) of every process, sampled every 1 s;
+- RSS (VmRSS, peak also VmHWM) and CPU seconds (utime + stime) of every process (each kubelet
+  process `kubelet-<j>`), sampled every 1 s; the kubelets' `fleet_stats` (lease renewals, late ones,
+  event-loop lag) summed over the processes;
 - etcd's db size (`etcd_mvcc_db_total_size_in_bytes`) and the JetStream store (monitoring /jsz);
 - usability: the real `kubectl get pods -A --chunk-size=500` (the cluster's admin kubeconfig) run
   again and again while pods are created (duration, success, rows), and a loop of ConfigMap creates
   and updates (2 mutating calls every 0.25 s) whose latencies are the API's p50/p99 under load;
 - with `--profile`, `py-spy record --format raw` on the apiserver, scheduler, controllers and the
-  hollow kubelet (bench/profile.py): top functions by own time in the doc, raw stacks under docs/bench/profiles/.
+  hollow kubelet process 0 (bench/profile.py): top functions by own time in the doc, raw stacks under
+  docs/bench/profiles/.
 
-Run: `.venv/bin/python -m bench.scale [--nodes 1000 --deployments 300 --replicas 100] [--profile]`
-or as the `scale` step of `python -m bench`.
+Run: `.venv/bin/python -m bench.scale [--nodes 1000 --deployments 300 --replicas 100] [--kubelet-procs 4]
+[--profile]` or as the `scale` step of `python -m bench`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import resource
 import tempfile
@@ -38,7 +46,8 @@ from bench import plots
 from bench.common import Sampler, component, conn, http_kwargs
 from bench.profile import Profiler
 from bench.report import finish, machine, median, pct, progress
-from tests.servers import Cluster
+from services.kubelet.hollow import SHARED_POD_CIDR
+from tests.servers import Cluster, Proc
 
 NS = "scale"
 DEPLOYS = f"/apis/apps/v1/namespaces/{NS}/deployments"
@@ -257,8 +266,46 @@ def last_record(log: Path, name: str) -> dict[str, Any]:
     return recs[-1] if recs else {}
 
 
+def kubelet_split(nodes: int, procs: int) -> list[tuple[int, int, str]]:
+    """(first node index, node count, pod CIDR) of each kubelet process: nodes as even as can be,
+    and each process its own slice of 127.64.0.0/10 (pod IP pools live in the process, so only
+    disjoint ranges keep pod IPs unique; 4 processes get a /12, a million addresses, each)."""
+    procs = max(1, min(procs, nodes))
+    size, extra = divmod(nodes, procs)
+    cidrs = ipaddress.IPv4Network(SHARED_POD_CIDR).subnets(prefixlen_diff=(procs - 1).bit_length())
+    out, first = [], 0
+    for j, cidr in zip(range(procs), cidrs, strict=False):
+        n = size + (j < extra)
+        out.append((first, n, str(cidr)))
+        first += n
+    return out
+
+
+SUMMED = ("nodes", "renewals", "renew_failures", "late_renewals", "status_posts", "status_writes", "pods",
+          "pleg_lists", "pleg_reuses")
+
+
+def fleet_totals(logs: list[Path]) -> dict[str, Any]:
+    """The kubelet processes' `fleet_stats`: counters of each one's last line summed, the longest
+    renewal gap and event-loop lag (the lag is per minute: the worst line of any process)."""
+    out: dict[str, Any] = {}
+    for log in logs:
+        recs = records(log, "fleet_stats")
+        if not recs:
+            continue
+        last = recs[-1]
+        out["procs"] = out.get("procs", 0) + 1
+        for k in SUMMED:
+            out[k] = out.get(k, 0) + (last.get(k) or 0)
+        out["max_renew_gap_s"] = max(out.get("max_renew_gap_s", 0.0), last.get("max_renew_gap_s") or 0.0)
+        out["max_loop_lag_s"] = max(out.get("max_loop_lag_s", 0.0),
+                                    *(r.get("max_loop_lag_s") or 0.0 for r in recs))
+    return out
+
+
 async def step(quick: bool = False, nodes: int | None = None, deployments: int | None = None,
-               replicas: int | None = None, profile: bool = False, timeout: float | None = None) -> dict[str, Any]:
+               replicas: int | None = None, profile: bool = False, timeout: float | None = None,
+               kubelet_procs: int | None = None) -> dict[str, Any]:
     nodes = nodes or (100 if quick else 1000)
     deployments = deployments or (30 if quick else 300)
     replicas = replicas or (10 if quick else 100)
@@ -267,27 +314,34 @@ async def step(quick: bool = False, nodes: int | None = None, deployments: int |
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
     c = Cluster().start()
-    procs = {"apiserver": c.apiserver, "etcd": c.etcd, "nats-server": c.nats,
-             "kubelet": component(c, "kubelet", "--runtime", "hollow", "--hollow-nodes", str(nodes), "--node-name",
-                                  "hollow", "--root-dir", str(c.workdir / "kubelet-root"), "--address", "127.0.0.1",
-                                  "--port", "0"),
+    split = kubelet_split(nodes, kubelet_procs or (4 if nodes >= 200 else 1))
+    hollow = ["--runtime", "hollow", "--node-name", "hollow", "--root-dir", str(c.workdir / "kubelet-root"),
+              "--address", "127.0.0.1", "--port", "0"]
+    kubelets: dict[str, Proc] = (
+        {"kubelet": component(c, "kubelet", *hollow, "--hollow-nodes", str(nodes))} if len(split) == 1 else
+        {f"kubelet-{j}": component(c, "kubelet", *hollow, "--hollow-nodes", str(n), "--hollow-first-index", str(first),
+                                   "--hollow-pod-cidr", cidr, tag=f"-{j}")
+         for j, (first, n, cidr) in enumerate(split)})
+    procs = {"apiserver": c.apiserver, "etcd": c.etcd, "nats-server": c.nats, **kubelets,
              "scheduler": component(c, "scheduler"), "controllers": component(c, "controllers")}
     profiler: Profiler | None = None
     load = [os.getloadavg()[0]]
-    out: dict[str, Any] = {"nodes": nodes, "deployments": deployments, "replicas": replicas, "pods_target": total}
+    out: dict[str, Any] = {"nodes": nodes, "deployments": deployments, "replicas": replicas, "pods_target": total,
+                           "kubelet_procs": len(split), "kubelet_sizes": [n for _, n, _ in split]}
     try:
         async with httpx.AsyncClient(**http_kwargs(c, timeout=60)) as api:
-            progress(f"scale: starting {nodes} hollow nodes, the scheduler and the controller manager")
-            for k in ("kubelet", "scheduler", "controllers"):
+            progress(f"scale: starting {nodes} hollow nodes in {len(split)} kubelet process(es), the scheduler and "
+                     "the controller manager")
+            for k in (*kubelets, "scheduler", "controllers"):
                 procs[k].start()
-            out["nodes_ready_s"] = await wait_nodes(api, nodes, procs["kubelet"].alive)
+            out["nodes_ready_s"] = await wait_nodes(api, nodes, lambda: all(p.alive() for p in kubelets.values()))
             progress(f"  {nodes} nodes Ready after {out['nodes_ready_s']:.1f} s")
             r = await api.post("/api/v1/namespaces", json={"metadata": {"name": NS}})
             assert r.status_code in (201, 409), r.text
             await asyncio.sleep(2.0)
             sampler = Sampler({k: p.p.pid for k, p in procs.items() if p.p}).start()
             if profile:
-                profiler = Profiler({k: procs[k].p.pid for k in (*CONTROL_PLANE, "kubelet")  # type: ignore[union-attr]
+                profiler = Profiler({k: procs[k].p.pid for k in (*CONTROL_PLANE, next(iter(kubelets)))  # type: ignore[union-attr]
                                      if procs[k].p})
                 profiler.start()
             t0 = time.perf_counter()
@@ -355,9 +409,9 @@ async def step(quick: bool = False, nodes: int | None = None, deployments: int |
             final_kubectl = await kubectl.once(t0)
             out.update(await store_sizes(c))
     finally:
-        for k in ("controllers", "scheduler", "kubelet"):
+        for k in ("controllers", "scheduler", *kubelets):
             procs[k].stop(20)
-        out["fleet"] = last_record(procs["kubelet"].log, "fleet_stats")
+        out["fleet"] = fleet_totals([p.log for p in kubelets.values()])
         out["taints"] = sum(1 for _ in records(procs["controllers"].log, "node_taints_updated"))
         c.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -366,6 +420,11 @@ async def step(quick: bool = False, nodes: int | None = None, deployments: int |
     out["procs"] = res
     out["cp_rss_peak_mib"] = sum(res[k]["rss_peak"] for k in CONTROL_PLANE)
     out["cp_rss_final_mib"] = sum(res[k]["rss_final"] for k in CONTROL_PLANE)
+    out["kubelets_cpu_s"] = sum(res[k]["cpu"] for k in kubelets)
+    out["kubelets_rss_peak_mib"] = sum(res[k]["rss_peak"] for k in kubelets)
+    f = out["fleet"]
+    out.update({f"fleet_{k}": f[k] for k in ("renewals", "late_renewals", "max_renew_gap_s", "max_loop_lag_s")
+                if k in f})
     out["pods_per_s"] = out["available"] / out["running_s"]
     lat = [s for _, s, _ in probe.samples]
     out["probe_n"], out["probe_errors"] = len(lat), sum(1 for *_, ok in probe.samples if not ok)
@@ -378,7 +437,7 @@ async def step(quick: bool = False, nodes: int | None = None, deployments: int |
     out["kubectl_final_s"], out["kubectl_final_rows"] = final_kubectl["s"], final_kubectl["rows"]
     out["load"] = load
     body = render(out, timeline, sampler, probe, kubectl.runs, profiler)
-    return {"section": body, "metrics": {k: v for k, v in out.items() if k not in ("procs", "fleet")} | {
+    return {"section": body, "metrics": {k: v for k, v in out.items() if k not in ("procs", "fleet", "kubelet_sizes")} | {
         f"{k}_{m}": v for k, d in res.items() for m, v in d.items()}}
 
 
@@ -401,13 +460,22 @@ def render(o: dict[str, Any], timeline: list[tuple[float, int, int, int, int]], 
                if o["reached"] else f"**not reached**: {o['available']:,} of {o['pods_target']:,} pods Running after "
                f"{o['elapsed_s']:.0f} s ({o['pods_per_s']:.0f} pods/s; Deployments reported {o['deploy_available']:,} "
                "available)")
+    kubelets = [k for k in p if k == "kubelet" or k.startswith("kubelet-")]
+    n_procs = int(o.get("kubelet_procs", 1))
+    sizes = sorted(set(o.get("kubelet_sizes") or [o["nodes"]]))
+    if n_procs == 1:
+        kubelet_text = f"one `kubenats kubelet --runtime hollow --hollow-nodes {o['nodes']}` process"
+    else:
+        each = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,}–{sizes[-1]:,}"
+        kubelet_text = (f"{n_procs} `kubenats kubelet --runtime hollow` processes of {each} nodes each "
+                        "(`--hollow-first-index` apart, each with its own pod IP range; `kubelet-<j>` below)")
     lines = [
         f"## Scale run: {o['nodes']:,} hollow nodes, {o['pods_target']:,} pods — `python -m bench.scale` (step `scale`)\n",
         "The target size is 1,000 nodes and 30,000 pods (300 Deployments x 100 replicas); `--quick` runs 100 x 30 x 10.\n"
         if o["pods_target"] < 30000 else "",
         f"{machine()}\n",
-        f"etcd, nats-server, the apiserver, one `kubenats kubelet --runtime hollow --hollow-nodes {o['nodes']}` "
-        "process (pods Running at once on loopback IPs, no Docker; leases every 10 s), `kubenats scheduler` and "
+        f"etcd, nats-server, the apiserver, {kubelet_text} "
+        "(pods Running at once on loopback IPs, no Docker; leases every 10 s), `kubenats scheduler` and "
         "`kubenats controllers` as child processes on this machine; all Nodes Ready "
         f"{o['nodes_ready_s']:.1f} s after start. Then {o['deployments']} Deployments x {o['replicas']} replicas "
         f"created by 16 clients (POSTs answered in {o['deploys_created_s']:.1f} s), their status polled every 2 s. "
@@ -423,6 +491,9 @@ def render(o: dict[str, Any], timeline: list[tuple[float, int, int, int, int]], 
           f"{100 * d['cpu'] / o['elapsed_s']:.0f} |" for k, d in p.items()),
         f"| **apiserver + scheduler + controllers** | | **{o['cp_rss_peak_mib']:.0f}** | "
         f"**{o['cp_rss_final_mib']:.0f}** | {sum(p[k]['cpu'] for k in CONTROL_PLANE):.0f} | |",
+        *([f"| **hollow kubelets ({n_procs} processes)** | | {sum(p[k]['rss_peak'] for k in kubelets):.0f} | "
+           f"{sum(p[k]['rss_final'] for k in kubelets):.0f} | {sum(p[k]['cpu'] for k in kubelets):.0f} | "
+           f"{100 * sum(p[k]['cpu'] for k in kubelets) / o['elapsed_s']:.0f} |"] if len(kubelets) > 1 else []),
         "",
         f"Stores at the end: etcd db {o.get('etcd_db_bytes', float('nan')) / 2**20:.0f} MiB "
         f"(in use {o.get('etcd_db_in_use_bytes', float('nan')) / 2**20:.0f} MiB); JetStream "
@@ -439,11 +510,16 @@ def render(o: dict[str, Any], timeline: list[tuple[float, int, int, int, int]], 
     ]
     f = o.get("fleet") or {}
     if f:
-        lines += [f"The hollow kubelet's own counters at the end (`fleet_stats`): {f.get('pods', 0):,} pods' containers "
+        whose = ("The hollow kubelet's own counters at the end (`fleet_stats`)" if n_procs == 1 else
+                 f"The hollow kubelets' own counters at the end (`fleet_stats`, summed over the {f.get('procs', 0)} "
+                 "processes; longest gap and lag: the worst of any)")
+        lines += [f"{whose}: {f.get('pods', 0):,} pods' containers "
                   f"started, {f.get('status_writes', 0):,} pod status writes, {f.get('renewals', 0):,} lease renewals of "
                   f"which {f.get('late_renewals', 0):,} late (longest gap {f.get('max_renew_gap_s', 0):.0f} s; a lease "
                   f"expires after 40 s), event-loop lag up to {f.get('max_loop_lag_s', 0):.1f} s; the node lifecycle "
-                  f"controller changed node taints {o.get('taints', 0):,} times.\n"]
+                  f"controller changed node taints {o.get('taints', 0):,} times. The PLEGs listed a runtime "
+                  f"{f.get('pleg_lists', 0):,} times and found {f.get('pleg_reuses', 0):,} views unchanged "
+                  "(not listed).\n"]
     bad = [r for r in runs if not r["ok"]]
     if bad:
         lines.append(f"kubectl failures: {bad[0]['err']}\n")
@@ -459,9 +535,11 @@ def main() -> None:
     ap.add_argument("--deployments", type=int)
     ap.add_argument("--replicas", type=int)
     ap.add_argument("--timeout", type=float)
-    ap.add_argument("--profile", action="store_true", help="py-spy the apiserver, scheduler and controllers")
+    ap.add_argument("--kubelet-procs", type=int,
+                    help="hollow kubelet processes the nodes are split over (default 4 from 200 nodes, else 1)")
+    ap.add_argument("--profile", action="store_true", help="py-spy the apiserver, scheduler, controllers and kubelet process 0")
     a = ap.parse_args()
-    r = asyncio.run(step(a.quick, a.nodes, a.deployments, a.replicas, a.profile, a.timeout))
+    r = asyncio.run(step(a.quick, a.nodes, a.deployments, a.replicas, a.profile, a.timeout, a.kubelet_procs))
     finish("scale", r["section"], r["metrics"])
     print(r["section"])
 

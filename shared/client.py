@@ -7,13 +7,15 @@ callers branch on `code`/`reason` exactly as client-go users do.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 import orjson
 
+from shared import http11
 from shared.api.resources import Resource
 from shared.errors import ApiError
 
@@ -50,18 +52,17 @@ class ApiClient:
         headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        verify: ssl.SSLContext | bool = True
+        ctx: ssl.SSLContext | None = None
         if server.startswith("https://"):
             ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
             if cert:
                 ctx.load_cert_chain(*cert)
-            verify = ctx
-        # as many idle connections kept as may be open: a burst must not reopen (and re-handshake) TLS
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        self._http = httpx.AsyncClient(base_url=server, headers=headers, verify=verify, timeout=timeout, limits=limits)
+        # every open connection may stay idle (for up to 4 s): a burst must not reopen (and
+        # re-handshake) TLS. shared/http11.py says why this is not httpx.
+        self._pool = http11.Pool(server, ctx, headers, max_connections=100, timeout=timeout)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._pool.close()
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -74,15 +75,16 @@ class ApiClient:
         content = None if body is None else orjson.dumps(body)
         headers = {"Content-Type": content_type} if content is not None else None
         try:
-            r = await self._http.request(method, path, content=content, params=params, headers=headers)
-        except httpx.HTTPError as e:
+            status, _, raw = await self._pool.request(method, _target(path, params), content, headers)
+        except http11.TransportError as e:
             raise ApiError(503, "ServiceUnavailable", f"apiserver unreachable: {e}") from e
         try:
-            data: dict[str, Any] = orjson.loads(r.content) if r.content else {}
+            data: dict[str, Any] = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
-            data = {"message": r.text}
-        if r.status_code >= 400:
-            raise ApiError(r.status_code, str(data.get("reason", "Unknown")), str(data.get("message", r.text)),
+            data = {"message": raw.decode(errors="replace")}
+        if status >= 400:
+            raise ApiError(status, str(data.get("reason", "Unknown")),
+                           str(data.get("message", raw.decode(errors="replace"))),
                            name=(data.get("details") or {}).get("name"), causes=(data.get("details") or {}).get("causes", []))
         return data
 
@@ -150,11 +152,31 @@ class ApiClient:
         await self.request("POST", f"/api/v1/namespaces/{namespace}/pods/{pod}/binding", body=body)
 
     async def watch_lines(self, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Stream a `?watch=true` response as decoded events (used by tools and tests)."""
-        async with self._http.stream("GET", path, params={**params, "watch": "true"}, timeout=None) as r:
-            if r.status_code >= 400:
-                body = await r.aread()
-                raise ApiError(r.status_code, "Error", body.decode(errors="replace"))
-            async for line in r.aiter_lines():
-                if line.strip():
-                    yield orjson.loads(line)
+        """Stream a `?watch=true` response as decoded events (used by tools and tests), on a
+        connection of its own, closed when the generator is; no timeout once the stream is open.
+        A failed connection raises ApiError 503 as `request` does."""
+        try:
+            async with self._pool.stream("GET", _target(path, {**params, "watch": "true"})) as r:
+                if r.status >= 400:
+                    body = await r.read()
+                    raise ApiError(r.status, "Error", body.decode(errors="replace"))
+                async with contextlib.aclosing(r.iter_lines()) as lines:
+                    async for line in lines:
+                        if line.strip():
+                            yield orjson.loads(line)
+        except http11.TransportError as e:
+            raise ApiError(503, "ServiceUnavailable", f"apiserver unreachable: {e}") from e
+
+
+def _param(value: Any) -> Any:
+    if value is True or value is False:
+        return "true" if value else "false"
+    return "" if value is None else value
+
+
+def _target(path: str, params: dict[str, Any] | None) -> str:
+    """`path` with `params` as its query string (what httpx's `params=` did: true/false for booleans)."""
+    if not params:
+        return path
+    query = urlencode({k: _param(v) for k, v in params.items()}, doseq=True)
+    return f"{path}{'&' if '?' in path else '?'}{query}"

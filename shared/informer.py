@@ -12,8 +12,26 @@ revision (a restarted or second apiserver replica), so the informer is level-tri
    A relist diffs the new list against the cache and emits adds, updates and deletes, so the
    handlers always see a picture consistent with the API.
 
-Handlers are synchronous and should only enqueue keys into a `shared.workqueue.WorkQueue`; the
-objects they receive are the cached dicts and must not be mutated.
+The periodic relist is only a safety net: a lost message is noticed through the reconnect and
+slow-consumer callbacks (a server-side slow consumer is disconnected, so it reconnects) and the
+resync message, each of which relists at once. A full LIST of every pod costs the apiserver and
+the client a decode of the whole collection, so the default period (`DEFAULT_RESYNC_PERIOD`,
+30 min, with 10% jitter) is long; pass a shorter one only for small, cheap views.
+
+A relist reads the collection page by page (`LIST_PAGE_SIZE`) when the client is an
+`ApiClient`, and turns each page into cache entries before the next is read, so with a
+`transform` that strips objects the full decoded collection never exists at once.
+
+`transform` (client-go's `SetTransform`) is applied to every object before it enters the cache,
+from lists and from events, after the informer's own selectors were matched on the full object:
+handlers and indexes only ever see transformed objects. Components use it to drop the fields
+they never read (a pod cache of 30,000 pods is most of a component's memory).
+
+Cached objects are shared, read-only and may be stripped: handlers and readers must not mutate
+them, and must never send one back to the API as a whole (an update or update_status of a
+stripped object would erase the fields the transform dropped). Write with a patch of the fields
+being changed, or with an object read through the API. Handlers are synchronous and should only
+enqueue keys into a `shared.workqueue.WorkQueue`.
 """
 
 from __future__ import annotations
@@ -22,14 +40,16 @@ import asyncio
 import builtins
 import logging
 import random
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import orjson
 
 from shared import bus as busmod
 from shared.api.resources import Resource
+from shared.client import ApiClient, path_of
 from shared.log import event
 from shared.selectors import object_fields, parse_field_selector, parse_label_selector
 
@@ -40,12 +60,16 @@ IndexFunc = Callable[[Obj], list[str]]
 AddHandler = Callable[[Obj], None]
 UpdateHandler = Callable[[Obj, Obj], None]
 DeleteHandler = Callable[[Obj], None]
+Transform = Callable[[Obj], Obj]
 
 NAMESPACE_INDEX = "namespace"
+DEFAULT_RESYNC_PERIOD = 1800.0  # seconds between safety-net relists (each one +-10%)
+LIST_PAGE_SIZE = 500
 
 
 class Lister(Protocol):
-    """What the informer needs from `shared.client.ApiClient`."""
+    """What the informer needs from `shared.client.ApiClient` (an ApiClient itself is read page
+    by page through `request`; any other Lister, such as a test double, through `list`)."""
 
     async def list(self, res: Resource, namespace: str = "", *, label_selector: str = "",
                    field_selector: str = "") -> dict[str, Any]: ...
@@ -72,6 +96,72 @@ def _rv(obj: Obj) -> int:
         return 0
 
 
+def intern_strings(value: Any) -> Any:
+    """A copy of a JSON value whose strings are interned (`sys.intern`), dicts and lists rebuilt.
+
+    For transforms: orjson shares dict keys between decoded objects but not values, so every
+    cached pod holds its own copy of the namespace, node name, label values, owner, toleration
+    keys, phase, condition types, timestamps... Interned, equal strings are one object. Use it
+    on the parts that repeat across objects; strings unique to one object (name, uid,
+    resourceVersion, IPs) gain nothing and are better copied as they are."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {sys.intern(k): intern_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [intern_strings(v) for v in value]
+    return value
+
+
+class SharedValues:
+    """Equal JSON values made one shared object, for transforms (hash-consing).
+
+    Pods of one workload repeat the same sub-objects: labels, owner references, tolerations,
+    container lists, a running pod's Ready condition (down to the second it became ready), its
+    container statuses. Each decoded copy costs a dict of 200+ bytes per level; `values(x)`
+    returns the one object equal to x that was seen before (the first time, a copy of x with
+    its strings interned), so 30,000 pods hold a few hundred of them. Only sound because cached objects
+    are read-only: a mutation would change every pod sharing the value.
+
+    Values are recognised by their JSON encoding. Strings are interned, other scalars returned
+    as they are. At most `max_entries` encodings are remembered; when full the memory starts
+    over (values already shared stay shared), so values unique to one object cost little
+    more than their encoding while they are remembered. Pass only values that do repeat."""
+
+    def __init__(self, max_entries: int = 16384) -> None:
+        self.max_entries = max_entries
+        self._values: dict[bytes, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return sys.intern(value)
+        if not isinstance(value, (dict, list)):
+            return value
+        key = orjson.dumps(value)
+        shared = self._values.get(key)
+        if shared is not None:
+            self.hits += 1
+            return shared
+        self.misses += 1
+        if len(self._values) >= self.max_entries:
+            self._values.clear()
+        shared = self._values[key] = intern_strings(value)
+        return shared
+
+    def pick(self, src: Obj, plain: tuple[str, ...], shared: tuple[str, ...]) -> Obj:
+        """A new dict of `src`'s `plain` keys as they are and its `shared` keys through this cache."""
+        out: Obj = {k: src[k] for k in plain if k in src}
+        for k in shared:
+            if k in src:
+                out[k] = self(src[k])
+        return out
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 def _namespace_index(obj: Obj) -> list[str]:
     return [str((obj.get("metadata") or {}).get("namespace") or "")]
 
@@ -88,7 +178,8 @@ class Informer:
         label_selector: str = "",
         field_selector: str = "",
         subject: str | None = None,
-        resync_period: float = 300.0,
+        resync_period: float = DEFAULT_RESYNC_PERIOD,
+        transform: Transform | None = None,
     ) -> None:
         self.bus = bus
         self.client = client
@@ -101,6 +192,7 @@ class Informer:
         ns_token = busmod.token(self.namespace) if self.namespace else "*"
         self.subject = subject or f"kube.events.{busmod.token(res.group_label)}.{res.plural}.{ns_token}.*"
         self.resync_period = resync_period
+        self.transform = transform
         self.name = f"{res.key}/{self.namespace or '*'}"
 
         self._items: dict[str, Obj] = {}
@@ -125,6 +217,7 @@ class Informer:
         self.events_stale = 0  # events not newer than the list or the cached object
         self.events_ignored = 0  # events for objects outside this informer's view
         self.events_bad = 0  # undecodable payloads
+        self.transform_failures = 0  # objects cached untransformed because the transform raised
 
     # ---- configuration ----------------------------------------------------------------------
     def add_handler(self, on_add: AddHandler | None = None, on_update: UpdateHandler | None = None,
@@ -265,6 +358,7 @@ class Informer:
             return
         if etype != "DELETED" and self._in_view(obj):
             self._tombstones.pop(key, None)
+            obj = self._transformed(obj)
             self._put(key, obj)
             self.events_applied += 1
             self._notify(cached, obj)
@@ -312,15 +406,28 @@ class Informer:
         started = time.monotonic()
         if self._buffer is None:
             self._buffer = []
-        result = await self.client.list(self.res, self.namespace, label_selector=self.label_selector,
-                                        field_selector=self.field_selector)
-        # From here to the end nothing awaits: events queue up behind this in the loop.
-        revision = int((result.get("metadata") or {}).get("resourceVersion") or 0)
+        # Events are buffered until the list is applied, so the cache cannot change while pages
+        # are read: an item the cache already holds at the same revision keeps its cached object
+        # (no transform, no second copy), a newer one is transformed as soon as its page arrives.
         fresh: dict[str, Obj] = {}
-        for obj in result.get("items") or []:
-            if self._in_view(obj):
-                fresh[key_of(obj)] = obj
+        revision = 0
         added = updated = deleted = kept_newer = 0
+        async for page_revision, items in self._list_pages():
+            revision = revision or page_revision
+            for i, obj in enumerate(items):
+                items[i] = None  # the page's list lets go of each decoded object as it is consumed
+                if not self._in_view(obj):
+                    continue
+                key = key_of(obj)
+                cached = self._items.get(key)
+                if cached is not None and _rv(cached) >= _rv(obj):
+                    if _rv(cached) > _rv(obj):  # came from an event newer than the list
+                        kept_newer += 1
+                    fresh[key] = cached
+                else:
+                    fresh[key] = self._transformed(obj)
+            del items
+        # From here to the end nothing awaits: events queue up behind this in the loop.
         for key, old in list(self._items.items()):
             if key in fresh:
                 continue
@@ -344,6 +451,7 @@ class Informer:
             else:
                 updated += 1
             self._notify(old_obj, obj)
+        del fresh
         self._list_revision = max(self._list_revision, revision)
         self._tombstones = {k: r for k, r in self._tombstones.items() if r > self._list_revision}
         buffered = self._end_buffering()
@@ -354,6 +462,40 @@ class Informer:
               items=len(self._items), added=added, updated=updated, deleted=deleted, kept_newer=kept_newer,
               buffered=buffered, initial=first, duration_ms=round((time.monotonic() - started) * 1000, 1))
 
+    async def _list_pages(self) -> AsyncIterator[tuple[int, builtins.list[Any]]]:
+        """The collection as (revision, items) pages; the revision is the list's (every page's
+        items are at the first page's revision: continue tokens pin it).
+
+        An `ApiClient` is read one page at a time, as its `list` does, but each page is handed
+        over before the next is fetched; any other `Lister` gives its whole list as one page."""
+        if not isinstance(self.client, ApiClient):
+            result = await self.client.list(self.res, self.namespace, label_selector=self.label_selector,
+                                            field_selector=self.field_selector)
+            revision = int((result.get("metadata") or {}).get("resourceVersion") or 0)
+            items = list(result.pop("items", None) or [])  # a copy: the consumer clears it as it goes
+            del result
+            yield revision, items
+            return
+        params: dict[str, Any] = {"limit": LIST_PAGE_SIZE}
+        if self.label_selector:
+            params["labelSelector"] = self.label_selector
+        if self.field_selector:
+            params["fieldSelector"] = self.field_selector
+        path = path_of(self.res, self.namespace)
+        revision = 0
+        while True:
+            page = await self.client.request("GET", path, params=params)
+            meta = page.get("metadata") or {}
+            revision = revision or int(meta.get("resourceVersion") or 0)
+            token = meta.get("continue")
+            items = page.pop("items", None) or []
+            del page
+            yield revision, items
+            del items
+            if not token:
+                return
+            params["continue"] = token
+
     def _end_buffering(self) -> int:
         """Stop buffering and apply what was buffered; returns how many events that was."""
         buffered, self._buffer = self._buffer or [], None
@@ -362,6 +504,19 @@ class Informer:
         return len(buffered)
 
     # ---- cache and indexes ------------------------------------------------------------------
+    def _transformed(self, obj: Obj) -> Obj:
+        """The object as it is cached: `transform(obj)`, or obj itself when there is none or it
+        fails (a full object is never wrong, a missing one would be)."""
+        if self.transform is None:
+            return obj
+        try:
+            return self.transform(obj)
+        except Exception as e:
+            self.transform_failures += 1
+            event(log, "informer_transform_failed", logging.WARNING, informer=self.name, key=key_of(obj),
+                  error=f"{type(e).__name__}: {e}")
+            return obj
+
     @staticmethod
     def _index_values(fn: IndexFunc, obj: Obj) -> builtins.list[str]:
         try:

@@ -4,7 +4,8 @@ uvicorn terminates TLS but does not put the peer certificate in the ASGI scope. 
 classes here add it as the ASGI TLS extension (`scope["extensions"]["tls"]["client_cert"]`, in
 `ssl.SSLSocket.getpeercert()` form: a dict for a certificate the CA verified, None or {} for none),
 for HTTP requests and WebSocket upgrades alike, so an app authenticates the caller from the scope
-whatever the connection carried. Use them together:
+whatever the connection carried. HTTP is parsed by httptools (C, uvicorn's fastest protocol; the
+pure-Python h11 protocol cost ~8% of the apiserver's CPU at scale). Use them together:
 
     ctx = server_context(cert, key, client_ca)
     uvicorn.Config(app, **uvicorn_options(ctx), ...)
@@ -24,7 +25,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 PeerCert = dict[str, Any]
@@ -70,7 +71,7 @@ class _PeerCertScope:
         self._kn_scope = value
 
 
-class TlsHttpProtocol(_PeerCertScope, H11Protocol):
+class TlsHttpProtocol(_PeerCertScope, HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._kn_remember(transport)
         super().connection_made(transport)

@@ -60,6 +60,7 @@ class Config:
     etcd_ca: str | None = None
     etcd_cert: tuple[str, str] | None = None  # client certificate and key for etcd
     secret_box: SecretBox | None = None  # encrypt Secrets at rest
+    build_indexes: bool = True  # backfill the pods-by-node index if missing (worker 0 of `--workers N`)
 
 
 class State:
@@ -88,6 +89,22 @@ class State:
             return await self.objects.get(res, namespace, name)
         except ApiError:
             return None
+
+
+async def build_node_index(objects: Objects) -> None:
+    """Backfill the pods-by-node index of a cluster written before it existed, retrying on errors;
+    lists scan until it is done, and writes keep the index from the start."""
+    delay = 0.5
+    while True:
+        try:
+            await objects.backfill_node_index()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            event(log, "pod_index_backfill_retry", logging.WARNING, error=f"{type(e).__name__}: {e}", retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 async def bootstrap(objects: Objects) -> None:
@@ -164,6 +181,8 @@ def create_app(cfg: Config) -> FastAPI:
             state.tasks.append(asyncio.create_task(state.publisher.run(), name="publisher"))
             state.tasks.append(asyncio.create_task(state.compactor.run(), name="compactor"))
         await state.hub.start()
+        if cfg.build_indexes:
+            state.tasks.append(asyncio.create_task(build_node_index(state.objects), name="node-index"))
         for attempt in range(50):
             try:
                 await bootstrap(state.objects)

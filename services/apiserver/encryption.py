@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.pki import SecretBox
 
-from .storage import KV, KVs, Put, Store, WatchBatch, WatchEvent
+from .storage import KV, Guard, KVs, MaybeKVs, Put, Store, WatchBatch, WatchEvent
 
 PREFIX = "/registry/secrets/"
 
@@ -51,15 +51,23 @@ class EncryptingStore(Store):
             kvs = [k for k in (self._plain(kv) for kv in kvs) if k is not None]
         return kvs, rev, left
 
-    async def create(self, key: str, value: bytes) -> int:
-        return await super().create(key, self._seal(key, value))
+    async def get_many(self, keys: Sequence[str], revision: int) -> MaybeKVs:
+        return [self._plain(kv) for kv in await super().get_many(keys, revision)]
 
-    async def update(self, key: str, value: bytes, expected: int) -> int:
-        return await super().update(key, self._seal(key, value), expected)
+    def _sealed(self, writes: Sequence[Put]) -> Sequence[Put]:
+        return [Put(w.key, None if w.value is None else self._seal(w.key, w.value), w.expected) for w in writes]
 
-    async def txn(self, writes: Sequence[Put]) -> int:
-        return await super().txn([Put(w.key, None if w.value is None else self._seal(w.key, w.value), w.expected)
-                                  for w in writes])
+    async def create(self, key: str, value: bytes, *, also: Sequence[Put] = ()) -> int:
+        return await super().create(key, self._seal(key, value), also=self._sealed(also))
+
+    async def update(self, key: str, value: bytes, expected: int, *, also: Sequence[Put] = ()) -> int:
+        return await super().update(key, self._seal(key, value), expected, also=self._sealed(also))
+
+    async def delete(self, key: str, expected: int, *, also: Sequence[Put] = ()) -> int:
+        return await super().delete(key, expected, also=self._sealed(also))
+
+    async def txn(self, writes: Sequence[Put], *, guards: Sequence[Guard] = ()) -> int:
+        return await super().txn(self._sealed(writes), guards=guards)
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchBatch]:
         async for batch in super().watch(prefix, start_revision):

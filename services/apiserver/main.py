@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         bind_address=args.bind_address,
         port=args.port,
         publish=not args.no_publish and args.worker <= 0,
+        build_indexes=args.worker <= 0,
         service_cluster_ip_range=args.service_cluster_ip_range,
         service_node_port_range=args.service_node_port_range,
         token_auth_file=args.token_auth_file,

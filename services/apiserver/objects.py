@@ -5,12 +5,24 @@ creationTimestamp, generation, resourceVersion), defaulting and validation, opti
 concurrency, graceful deletion with deletionTimestamp and finalizers, the status, scale and
 binding subresources, and lists with selectors and pagination. HTTP lives in `app.py`; this
 module knows nothing about requests.
+
+Pods by node: every kubelet lists `spec.nodeName=<node>`, and a scan of all pods per node is
+O(nodes x pods). So every pod write also keeps a secondary index in the SAME etcd transaction:
+an empty key `/kubenats/index/pods-by-node/<node>/<namespace>/<name>` exists exactly while the
+pod is stored with that spec.nodeName (written on create and bind, moved if nodeName ever changes,
+removed with the pod on every deletion path). It lives outside `/registry/`, like the allocator's
+keys, so the publisher never sees it. A nodeName list reads the index range at revision R and
+then only those pods at R, which is the scan's answer at R (each pod is re-checked, so a stale
+key could never add a wrong item). Clusters written before the index get it from a one-time
+backfill (`backfill_node_index`, run at apiserver start) that ends by writing the marker key;
+until the marker exists lists scan as before.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import logging
 import secrets
 import time
 import uuid
@@ -22,12 +34,13 @@ import orjson
 
 from shared import errors, selectors
 from shared.api import defaults, validation
-from shared.api.resources import BY_PLURAL, Resource, storage_key
+from shared.api.resources import BY_PLURAL, Resource, parse_storage_key, storage_key
 from shared.errors import ApiError
+from shared.log import event
 
 from . import admission, schema
 from .allocator import ServiceAllocator, prepare_update
-from .storage import Compacted, KeyExists, RevisionMismatch, Store
+from .storage import KV, Compacted, KeyExists, KVs, Put, RevisionMismatch, Store, StoreError
 
 GENERATION_KINDS = frozenset({"deployments", "replicasets", "daemonsets", "statefulsets", "jobs", "cronjobs"})
 STATUS_WIPED_ON_CREATE = frozenset({"deployments", "replicasets", "daemonsets", "statefulsets", "jobs", "cronjobs", "services"})
@@ -37,6 +50,13 @@ NS_CACHE_SECONDS = 1.0
 Mutator = Callable[[dict[str, Any]], None]
 Items = list[dict[str, Any]]
 Strs = list[str]
+log = logging.getLogger("kubenats.apiserver.objects")
+
+PODS = BY_PLURAL[("", "pods")]
+POD_INDEX_PREFIX = "/kubenats/index/pods-by-node/"  # outside /registry/: no resource key, never published
+POD_INDEX_MARKER = "/kubenats/index/pods-by-node.v1"  # written once the index covers every stored pod
+INDEX_CHECK_SECONDS = 1.0  # until the marker is seen, look for it at most this often
+BACKFILL_BATCH = 100  # pods per backfill transaction (etcd allows 128 operations per txn)
 
 
 def now() -> str:
@@ -88,19 +108,23 @@ def decode_continue(token: str) -> tuple[int, str]:
 class Objects:
     """Create, read, update, patch, delete and list any resource in the table."""
 
-    def __init__(self, store: Store, allocator: ServiceAllocator | None = None) -> None:
+    def __init__(self, store: Store, allocator: ServiceAllocator | None = None, *, node_index: bool = True) -> None:
         self.store = store
         self.allocator = allocator  # ClusterIPs and NodePorts of core Services (None: not allocated)
         self._ns_cache: dict[str, float] = {}
+        self.node_index = node_index  # serve spec.nodeName lists from the index (False: always scan)
+        self._node_index_ready = False
+        self._node_index_check_at = 0.0
 
     def _allocates(self, res: Resource) -> bool:
         return self.allocator is not None and res.plural == "services" and not res.group
 
     async def _delete_key(self, res: Resource, key: str, obj: dict[str, Any], mod_revision: int) -> int:
-        """Delete a stored object; a Service releases its IP and node ports in the same transaction."""
+        """Delete a stored object; a Service releases its IP and node ports in the same transaction,
+        a pod its pods-by-node index key."""
         if self.allocator is not None and self._allocates(res):
             return await self.allocator.delete(key, obj, mod_revision)
-        return await self.store.delete(key, mod_revision)
+        return await self.store.delete(key, mod_revision, also=index_writes(key, obj, None))
 
     # ---- reads --------------------------------------------------------------------------
     async def get(self, res: Resource, ns: str, name: str) -> dict[str, Any]:
@@ -118,23 +142,41 @@ class Objects:
         field_selector: str = "",
         limit: int = 0,
         continue_token: str = "",
+        revision: int = 0,
     ) -> dict[str, Any]:
+        """A list as of `revision` (0: now; a continue token's revision wins)."""
         lsel = _label_selector(label_selector)
         fsel = _field_selector(res, field_selector)
         prefix = storage_key(res, ns or None)
-        revision, start = 0, None
+        pinned = revision
+        start = None
         if continue_token:
             revision, start = decode_continue(continue_token)
-        items: Items = []
-        filtering = not (lsel.empty and fsel is None)
         name_only = fsel.value_for("metadata.name") if fsel is not None else None
-        if fsel is not None and name_only is not None and res.namespaced and ns and not fsel_has_other(fsel):
+        if fsel is not None and name_only is not None and res.namespaced and ns and not fsel_has_other(fsel) and not pinned:
+            items: Items = []
             kv, rev = await self.store.get_at(prefix + name_only)
             if kv is not None:
                 obj = _decode(kv.value, kv.mod_revision)
                 if lsel.matches(obj["metadata"].get("labels")):
                     items.append(obj)
             return self._list_body(res, items, rev, "", None)
+        node = indexed_node(res, fsel)
+        # a continue token made by the index path goes on there (the index was complete at its
+        # revision); one made by a scan goes on scanning
+        if node and (start.startswith(POD_INDEX_PREFIX) if start else await self.node_index_ready()):
+            return await self._list_node(res, ns, node, lsel, fsel, limit, revision, start)
+        return await self._list_scan(res, prefix, lsel, fsel, limit, revision, start)
+
+    async def _list_scan(
+        self, res: Resource, prefix: str, lsel: selectors.LabelSelector, fsel: selectors.FieldSelector | None,
+        limit: int, revision: int, start: str | None,
+    ) -> dict[str, Any]:
+        """Range over every object under prefix at `revision`, decode each, keep what matches."""
+        if start and not start.startswith(prefix):
+            raise _bad_continue()
+        items: Items = []
+        filtering = not (lsel.empty and fsel is None)
         remaining: int | None = None
         next_token = ""
         while True:
@@ -142,18 +184,12 @@ class Objects:
             try:
                 kvs, rev, left = await self.store.list(prefix, start=start, limit=want, revision=revision)
             except Compacted:
-                raise errors.expired(
-                    "The provided continue parameter is too old to display a consistent list result. "
-                    "You can start a new list without the continue parameter."
-                ) from None
-            revision = rev
+                raise _expired() from None
+            revision = revision or rev  # etcd's header carries its current revision, not the one read at
             for i, kv in enumerate(kvs):
                 obj = _decode(kv.value, kv.mod_revision)
-                if filtering:
-                    if not lsel.matches(obj["metadata"].get("labels")):
-                        continue
-                    if fsel is not None and not fsel.matches(selectors.object_fields(res.plural, obj)):
-                        continue
+                if filtering and not _selected(res, obj, lsel, fsel):
+                    continue
                 if limit and len(items) == limit:
                     next_token = encode_continue(revision, kv.key)
                     if not filtering:
@@ -166,6 +202,109 @@ class Objects:
                     continue
             break
         return self._list_body(res, items, revision, next_token, remaining)
+
+    async def _list_node(
+        self, res: Resource, ns: str, node: str, lsel: selectors.LabelSelector, fsel: selectors.FieldSelector | None,
+        limit: int, revision: int, start: str | None,
+    ) -> dict[str, Any]:
+        """The pods of one node from the pods-by-node index: the index keys at `revision`, then
+        only those pods at the same revision. Same items, order and paging as `_list_scan`."""
+        prefix = index_key(node, ns, "") if ns else f"{POD_INDEX_PREFIX}{node}/"
+        if start and not start.startswith(prefix):
+            raise _bad_continue()
+        items: Items = []
+        # other selectors may drop pods: then read ahead as the scan does
+        extra = 1 if lsel.empty and fsel is not None and len(fsel.requirements) == 1 else max(50, limit)
+        while True:
+            want = limit - len(items) + extra if limit else 0
+            try:
+                keys, rev, left = await self.store.keys(prefix, start=start, limit=want, revision=revision)
+                revision = revision or rev  # etcd's header carries its current revision, not the one read at
+                kvs = await self.store.get_many([indexed_pod_key(k) for k in keys], revision)
+            except Compacted:
+                raise _expired() from None
+            for ikey, kv in zip(keys, kvs, strict=True):
+                obj = _pod_on_node(kv, node)
+                if obj is None or not _selected(res, obj, lsel, fsel):
+                    continue
+                if limit and len(items) == limit:
+                    return self._list_body(res, items, revision, encode_continue(revision, ikey), None)
+                items.append(obj)
+            if not (left and keys):
+                return self._list_body(res, items, revision, "", None)
+            start = keys[-1] + "\0"
+
+    async def node_index_ready(self) -> bool:
+        """Whether the pods-by-node index covers every pod (its marker exists); cached once true."""
+        if not self.node_index or self._node_index_ready:
+            return self.node_index
+        now_s = time.monotonic()
+        if now_s < self._node_index_check_at:
+            return False
+        self._node_index_check_at = now_s + INDEX_CHECK_SECONDS
+        self._node_index_ready = await self.store.get(POD_INDEX_MARKER) is not None
+        return self._node_index_ready
+
+    async def backfill_node_index(self) -> bool:
+        """Give every stored pod with a spec.nodeName its index key, then write the marker.
+
+        For pods stored before the index existed; a no-op (False) once the marker is there.
+        Idempotent and safe beside concurrent writers (other workers, other replicas): each key
+        is put only while its pod still has the revision it was read at, and a pod changed in
+        between is re-read, so no key is left for a pod that was deleted or moved meanwhile."""
+        if await self.store.get(POD_INDEX_MARKER) is not None:
+            self._node_index_ready = True
+            return False
+        started = time.monotonic()
+        pods = indexed = 0
+        start: str | None = None
+        while True:
+            kvs, _rev, left = await self.store.list(storage_key(PODS, None), start=start, limit=BACKFILL_BATCH)
+            pods += len(kvs)
+            indexed += await self._index_batch(kvs)
+            if not (left and kvs):
+                break
+            start = kvs[-1].key + "\0"
+        marker = orjson.dumps({"pods": pods, "indexed": indexed, "at": now()})
+        try:
+            await self.store.create(POD_INDEX_MARKER, marker)
+        except KeyExists:
+            pass  # another worker or replica finished first
+        self._node_index_ready = True
+        event(log, "pod_index_backfilled", pods=pods, indexed=indexed,
+              duration_ms=round((time.monotonic() - started) * 1000, 1))
+        return True
+
+    async def _index_batch(self, kvs: KVs) -> int:
+        """Index keys for one page of pods in one transaction guarded by each pod's revision;
+        if any pod changed since the page was read, fall back to one pod at a time."""
+        puts: list[Put] = []
+        guards: list[tuple[str, int]] = []
+        for kv in kvs:
+            writes = index_writes(kv.key, None, orjson.loads(kv.value))
+            if writes:
+                puts += writes
+                guards.append((kv.key, kv.mod_revision))
+        if not puts:
+            return 0
+        try:
+            await self.store.txn(puts, guards=guards)
+            return len(puts)
+        except RevisionMismatch:
+            return sum([await self._index_one(key) for key, _ in guards])
+
+    async def _index_one(self, key: str) -> int:
+        for _attempt in range(20):
+            kv = await self.store.get(key)
+            puts = index_writes(key, None, orjson.loads(kv.value)) if kv is not None else []
+            if kv is None or not puts:
+                return 0
+            try:
+                await self.store.txn(puts, guards=[(key, kv.mod_revision)])
+                return 1
+            except RevisionMismatch:
+                continue
+        raise StoreError(f"pod {key} kept changing while the pods-by-node index was built")
 
     @staticmethod
     def _list_body(
@@ -231,8 +370,9 @@ class Objects:
             return obj, warnings
         if dry_run:
             return obj, warnings
+        key = storage_key(res, ns, name)
         try:
-            rev = await self.store.create(storage_key(res, ns, name), _encode(obj))
+            rev = await self.store.create(key, _encode(obj), also=index_writes(key, None, obj))
         except KeyExists:
             raise errors.already_exists(res.plural, name, res.group) from None
         meta["resourceVersion"] = str(rev)
@@ -402,7 +542,7 @@ class Objects:
                 if self.allocator is not None and self._allocates(res) and not subresource:
                     rev = await self.allocator.update(key, old, new, kv.mod_revision, _encode)
                 else:
-                    rev = await self.store.update(key, _encode(new), kv.mod_revision)
+                    rev = await self.store.update(key, _encode(new), kv.mod_revision, also=index_writes(key, old, new))
             except RevisionMismatch as e:
                 if e.current is None:
                     raise errors.not_found(res.plural, name, res.group) from None
@@ -520,7 +660,7 @@ class Objects:
             if dry_run:
                 return new, False
             try:
-                rev = await self.store.update(key, _encode(new), kv.mod_revision)
+                rev = await self.store.update(key, _encode(new), kv.mod_revision, also=index_writes(key, obj, new))
             except RevisionMismatch:
                 continue
             nmeta["resourceVersion"] = str(rev)
@@ -616,3 +756,73 @@ def _field_selector(res: Resource, text: str) -> selectors.FieldSelector | None:
     except selectors.SelectorError as e:
         raise errors.bad_request(str(e)) from None
     return fsel
+
+
+def _selected(res: Resource, obj: dict[str, Any], lsel: selectors.LabelSelector,
+              fsel: selectors.FieldSelector | None) -> bool:
+    if not lsel.matches(obj["metadata"].get("labels")):
+        return False
+    return fsel is None or fsel.matches(selectors.object_fields(res.plural, obj))
+
+
+def _expired() -> ApiError:
+    return errors.expired(
+        "The provided continue parameter is too old to display a consistent list result. "
+        "You can start a new list without the continue parameter."
+    )
+
+
+def _bad_continue() -> ApiError:
+    return errors.bad_request("continue key is not valid: the key does not belong to this list")
+
+
+# ---- the pods-by-node index ---------------------------------------------------------------------
+def _is_pods(res: Resource) -> bool:
+    return res.plural == "pods" and not res.group
+
+
+def pod_node(obj: dict[str, Any] | None) -> str:
+    """The node a stored pod is bound to ("" if none)."""
+    node = ((obj or {}).get("spec") or {}).get("nodeName")
+    return node if isinstance(node, str) else ""
+
+
+def index_key(node: str, ns: str, name: str) -> str:
+    return f"{POD_INDEX_PREFIX}{node}/{ns}/{name}"
+
+
+def indexed_pod_key(ikey: str) -> str:
+    """The pod key an index key stands for (node names hold no `/`; the last two parts are ns/name)."""
+    _node, ns, name = ikey[len(POD_INDEX_PREFIX):].rsplit("/", 2)
+    return storage_key(PODS, ns, name)
+
+
+def index_writes(key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[Put]:
+    """The index keys to delete and put, in the same transaction, when the object stored at `key`
+    goes from `old` to `new` (None: absent). Empty for anything but a pod whose node changes."""
+    parsed = parse_storage_key(key)
+    if parsed is None or not _is_pods(parsed[0]):
+        return []
+    _res, ns, name = parsed
+    before, after = pod_node(old), pod_node(new)
+    if before == after:
+        return []
+    out = [Put(index_key(before, ns, name), None, None)] if before else []
+    if after:
+        out.append(Put(index_key(after, ns, name), b"", None))
+    return out
+
+
+def indexed_node(res: Resource, fsel: selectors.FieldSelector | None) -> str:
+    """The node a pod list pins with `spec.nodeName=<node>`, which the index serves ("" if none)."""
+    if not _is_pods(res) or fsel is None:
+        return ""
+    return fsel.value_for("spec.nodeName") or ""
+
+
+def _pod_on_node(kv: KV | None, node: str) -> dict[str, Any] | None:
+    """The pod an index key pointed at, if it still exists on that node (a stale key yields None)."""
+    if kv is None:
+        return None
+    obj = _decode(kv.value, kv.mod_revision)
+    return obj if pod_node(obj) == node else None

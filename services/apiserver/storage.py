@@ -37,6 +37,8 @@ class WatchEvent:
 
 
 KVs = list[KV]
+MaybeKVs = list[KV | None]  # one answer per key asked, None where absent
+Keys = list[str]
 WatchBatch = list[WatchEvent]
 
 
@@ -70,6 +72,31 @@ class Put:
     key: str
     value: bytes | None
     expected: int | None
+
+
+Guard = tuple[str, int]  # (key, mod_revision it must still have; 0 = must not exist)
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: reads of many keys are split into txns of this size
+
+
+def _op(w: Put) -> rpc_pb2.RequestOp:
+    """The unconditional etcd operation of one write: a put, or a delete when `value` is None."""
+    if w.value is None:
+        return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=w.key.encode()))
+    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=w.key.encode(), value=w.value))
+
+
+def _unconditional(also: Sequence[Put]) -> list[rpc_pb2.RequestOp]:
+    """Operations riding along a guarded write (secondary index keys): no compare of their own."""
+    if any(w.expected is not None for w in also):
+        raise ValueError("writes riding along a guarded write take no compare (expected=None)")
+    return [_op(w) for w in also]
+
+
+def _compare(key: str, expected: int) -> rpc_pb2.Compare:
+    k = key.encode()
+    if expected == 0:
+        return rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE, key=k, create_revision=0)
+    return rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.MOD, key=k, mod_revision=expected)
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -191,7 +218,8 @@ class Store:
     ) -> tuple[KVs, int, int]:
         """Keys under prefix from `start` (inclusive), at `revision` (0 = now).
 
-        Returns (kvs, revision read, number of keys left after these)."""
+        Returns (kvs, etcd's current revision, number of keys left after these); the revision is
+        the one read at only when `revision` is 0 (etcd's header always carries its newest)."""
         p = prefix.encode()
         req = rpc_pb2.RangeRequest(
             key=start.encode() if start else p, range_end=prefix_end(p), limit=limit, revision=revision
@@ -202,18 +230,52 @@ class Store:
         remaining = max(0, int(resp.count) - len(kvs)) if resp.more else 0
         return kvs, int(resp.header.revision), remaining
 
+    async def keys(
+        self, prefix: str, *, start: str | None = None, limit: int = 0, revision: int = 0
+    ) -> tuple[Keys, int, int]:
+        """As `list`, keys only (no values read or sent): (keys, etcd's current revision, keys left)."""
+        p = prefix.encode()
+        req = rpc_pb2.RangeRequest(key=start.encode() if start else p, range_end=prefix_end(p), limit=limit,
+                                   revision=revision, keys_only=True)
+        resp = await self._call("Range", req, timeout=60.0)
+        assert isinstance(resp, rpc_pb2.RangeResponse)
+        keys = [kv.key.decode() for kv in resp.kvs]
+        return keys, int(resp.header.revision), max(0, int(resp.count) - len(keys)) if resp.more else 0
+
+    async def get_many(self, keys: Sequence[str], revision: int) -> MaybeKVs:
+        """Each key as of `revision` (None where absent), in the order asked.
+
+        One read-only transaction per MAX_TXN_OPS keys, all in flight together; every range names
+        the revision, so the answers are one consistent snapshot. Raises Compacted when etcd no
+        longer has `revision` (or does not have it yet)."""
+        chunks = [keys[i : i + MAX_TXN_OPS] for i in range(0, len(keys), MAX_TXN_OPS)]
+        answers = await asyncio.gather(*(self._get_chunk(c, revision) for c in chunks))
+        return [kv for answer in answers for kv in answer]
+
+    async def _get_chunk(self, keys: Sequence[str], revision: int) -> MaybeKVs:
+        ops = [rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k.encode(), revision=revision)) for k in keys]
+        resp = await self._call("Txn", rpc_pb2.TxnRequest(success=ops), timeout=60.0)
+        assert isinstance(resp, rpc_pb2.TxnResponse)
+        out: MaybeKVs = []
+        for r in resp.responses:
+            kvs = r.response_range.kvs
+            out.append(_kv(kvs[0]) if kvs else None)
+        return out
+
     async def count(self, prefix: str) -> int:
         p = prefix.encode()
         resp = await self._call("Range", rpc_pb2.RangeRequest(key=p, range_end=prefix_end(p), count_only=True))
         assert isinstance(resp, rpc_pb2.RangeResponse)
         return int(resp.count)
 
-    async def create(self, key: str, value: bytes) -> int:
-        """Put key only if it does not exist; returns the new revision or raises KeyExists."""
+    async def create(self, key: str, value: bytes, *, also: Sequence[Put] = ()) -> int:
+        """Put key only if it does not exist; returns the new revision or raises KeyExists.
+
+        `also`: more writes (expected=None) committed in the same transaction, e.g. index keys."""
         k = key.encode()
         txn = rpc_pb2.TxnRequest(
-            compare=[rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE, key=k, create_revision=0)],
-            success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=value))],
+            compare=[_compare(key, 0)],
+            success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=value)), *_unconditional(also)],
         )
         resp = await self._call("Txn", txn)
         assert isinstance(resp, rpc_pb2.TxnResponse)
@@ -221,20 +283,20 @@ class Store:
             raise KeyExists(key)
         return int(resp.header.revision)
 
-    async def update(self, key: str, value: bytes, expected: int) -> int:
-        """Put key only if its mod_revision is `expected`; raises RevisionMismatch otherwise."""
-        return await self._guarded(key, rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key.encode(), value=value)), expected)
+    async def update(self, key: str, value: bytes, expected: int, *, also: Sequence[Put] = ()) -> int:
+        """Put key only if its mod_revision is `expected`; raises RevisionMismatch otherwise.
 
-    async def delete(self, key: str, expected: int) -> int:
-        return await self._guarded(
-            key, rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key.encode())), expected
-        )
+        `also`: more writes (expected=None) committed in the same transaction, e.g. index keys."""
+        return await self._guarded(key, _op(Put(key, value, None)), expected, also)
 
-    async def _guarded(self, key: str, op: rpc_pb2.RequestOp, expected: int) -> int:
+    async def delete(self, key: str, expected: int, *, also: Sequence[Put] = ()) -> int:
+        return await self._guarded(key, _op(Put(key, None, None)), expected, also)
+
+    async def _guarded(self, key: str, op: rpc_pb2.RequestOp, expected: int, also: Sequence[Put] = ()) -> int:
         k = key.encode()
         txn = rpc_pb2.TxnRequest(
             compare=[rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.MOD, key=k, mod_revision=expected)],
-            success=[op],
+            success=[op, *_unconditional(also)],
             failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k))],
         )
         resp = await self._call("Txn", txn)
@@ -244,21 +306,13 @@ class Store:
             raise RevisionMismatch(_kv(kvs[0]) if kvs else None)
         return int(resp.header.revision)
 
-    async def txn(self, writes: Sequence[Put]) -> int:
-        """Apply several guarded writes atomically; raises RevisionMismatch(None) if any compare fails."""
-        compares = []
-        ops = []
-        for w in writes:
-            k = w.key.encode()
-            if w.expected == 0:
-                compares.append(rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE, key=k, create_revision=0))
-            elif w.expected is not None:
-                compares.append(rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.MOD, key=k, mod_revision=w.expected))
-            if w.value is None:
-                ops.append(rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k)))
-            else:
-                ops.append(rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=w.value)))
-        resp = await self._call("Txn", rpc_pb2.TxnRequest(compare=compares, success=ops))
+    async def txn(self, writes: Sequence[Put], *, guards: Sequence[Guard] = ()) -> int:
+        """Apply several guarded writes atomically; raises RevisionMismatch(None) if any compare fails.
+
+        `guards`: keys that are not written but must still have the given mod_revision (0 = absent)."""
+        compares = [_compare(key, expected) for key, expected in guards]
+        compares += [_compare(w.key, w.expected) for w in writes if w.expected is not None]
+        resp = await self._call("Txn", rpc_pb2.TxnRequest(compare=compares, success=[_op(w) for w in writes]))
         assert isinstance(resp, rpc_pb2.TxnResponse)
         if not resp.succeeded:
             raise RevisionMismatch(None)

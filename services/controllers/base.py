@@ -6,6 +6,11 @@ hold one cache and one watch, not twenty. This module is that factory for kubena
 it, every controller adds its handlers and indexes to the same instance, and the manager starts
 them all and waits for their first list before any worker runs, so no controller ever acts on
 a half-filled cache.
+
+Some caches are transformed (client-go's `SetTransform`): the pod informer keeps only the
+fields some controller reads (`pod_transform.strip_pod`), because the pods of a large cluster
+are most of the manager's memory. Cached objects are read-only; a controller that must write a
+cached object back patches the fields it changes instead (see `pod_transform`).
 """
 
 from __future__ import annotations
@@ -19,20 +24,27 @@ from typing import Any, Protocol
 from shared.api.resources import Resource
 from shared.bus import Bus
 from shared.client import ApiClient
-from shared.informer import IndexFunc, Informer
+from shared.informer import DEFAULT_RESYNC_PERIOD, IndexFunc, Informer, Transform
 from shared.recorder import EventRecorder
 from shared.workqueue import WorkQueue
 
+from .pod_transform import strip_pod
+
 Obj = dict[str, Any]
+
+# resource key -> the transform of its shared informer
+TRANSFORMS: dict[str, Transform] = {"pods": strip_pod}
 
 
 class SharedInformers:
     """One `Informer` per resource, created on demand and shared by all controllers."""
 
-    def __init__(self, bus: Bus, client: ApiClient, resync_period: float = 300.0) -> None:
+    def __init__(self, bus: Bus, client: ApiClient, resync_period: float = DEFAULT_RESYNC_PERIOD,
+                 transforms: dict[str, Transform] | None = None) -> None:
         self.bus = bus
         self.client = client
         self.resync_period = resync_period
+        self.transforms = TRANSFORMS if transforms is None else transforms
         self._informers: dict[str, Informer] = {}
         self._started = False
 
@@ -41,7 +53,8 @@ class SharedInformers:
         if inf is None:
             if self._started:
                 raise RuntimeError(f"informer for {res.key} requested after start")
-            inf = Informer(self.bus, self.client, res, resync_period=self.resync_period)
+            inf = Informer(self.bus, self.client, res, resync_period=self.resync_period,
+                           transform=self.transforms.get(res.key))
             self._informers[res.key] = inf
         return inf
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from shared import connect
 from shared.bus import Bus
 from shared.client import ApiClient
+from shared.informer import DEFAULT_RESYNC_PERIOD
 from shared.log import event
 from shared.runner import run_component
 from shared.workqueue import run_workers
@@ -102,7 +103,7 @@ class ControllerManager:
     """The enabled controllers over shared informers; usable in-process (tests) or from `run`."""
 
     def __init__(self, client: ApiClient, bus: Bus, controllers: list[str], workers: dict[str, int] | None = None,
-                 default_workers: int = 5, resync_period: float = 300.0) -> None:
+                 default_workers: int = 5, resync_period: float = DEFAULT_RESYNC_PERIOD) -> None:
         self.client = client
         self.bus = bus
         self.informers = SharedInformers(bus, client, resync_period)
@@ -145,7 +146,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="workers per controller (default: Kubernetes' per-controller defaults)")
     for flag, default in WORKER_FLAGS.values():
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int, default=0, help=f"default {default}")
-    p.add_argument("--min-resync-period", type=float, default=300.0, help="informer relist period in seconds")
+    p.add_argument("--min-resync-period", type=float, default=DEFAULT_RESYNC_PERIOD,
+                   help="seconds between the informers' safety-net relists (each +-10%%; a NATS gap or a resync "
+                        "message relists at once)")
     for _name, _attr, flag, value, text in CONTROLLER_FLAGS:
         kind = int if isinstance(value, int) else duration if flag.endswith(("period", "grace-period")) else float
         p.add_argument("--" + flag, type=kind, default=value, help=f"{text} (default {value})")

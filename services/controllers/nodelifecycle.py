@@ -206,18 +206,25 @@ class NodeLifecycleController:
         return observed, ready
 
     async def _mark_pods_not_ready(self, node_name: str) -> bool:
-        """MarkPodsNotReady: the Ready condition of the node's pods becomes False."""
+        """MarkPodsNotReady: the Ready condition of the node's pods becomes False.
+
+        The cached pods are stripped (`pod_transform`), so the change is a strategic merge patch
+        of the Ready condition on the status subresource (conditions merge by type: its reason
+        and message and the other conditions stay as they are), guarded by the cached
+        resourceVersion as upstream's UpdateStatus of the cached pod is: a pod that changed
+        meanwhile is a conflict, and the node is retried on the next monitor pass."""
         ok = True
         for pod in self.pods.by_index("node-name", node_name):
             cond = pod_condition(pod, "Ready")
             if cond is None or cond.get("status") == "False":
                 continue
-            body = copy.deepcopy(pod)
-            for c in body["status"]["conditions"]:
-                if c.get("type") == "Ready":
-                    c.update(status="False", lastTransitionTime=now_rfc3339())
+            m = meta(pod)
+            patch = {"metadata": {"resourceVersion": m.get("resourceVersion")},
+                     "status": {"conditions": [{"type": "Ready", "status": "False",
+                                                "lastTransitionTime": now_rfc3339()}]}}
             try:
-                await self.client.update_status(PODS, body)
+                await self.client.patch(PODS, m.get("namespace", ""), m["name"], patch, patch_type="strategic",
+                                        sub="status")
             except ApiError as e:
                 if e.code != 404:
                     event(log, "mark_pod_not_ready_failed", logging.WARNING, pod=key_of(pod), error=e.message)

@@ -34,6 +34,7 @@ class KubeletConfig:
     node_ip: str = ""  # empty: the machine's primary IPv4 (hollow: a loopback address)
     port: int = 10250  # status.daemonEndpoints.kubeletEndpoint.Port
     hollow: bool = False
+    hollow_pod_cidr: str = ""  # hollow: the process-wide loopback pool of pod IPs ("": 127.64.0.0/10)
     # capacity (empty: from the machine; hollow nodes always use these)
     cpu: str = ""
     memory: str = ""
@@ -49,7 +50,7 @@ class KubeletConfig:
     sync_frequency: float = 60.0  # periodic resync of every pod worker
     housekeeping_period: float = 2.0
     file_check_frequency: float = 2.0
-    pod_resync_period: float = 300.0  # the pod informer's periodic relist
+    pod_resync_period: float = 1800.0  # the pod informer's safety-net relist (gaps relist at once)
     node_lease_renew_interval: float = 10.0
     node_lease_duration: int = 40
     node_lease_offset: float = 0.0  # delay before the first renewal (spreads many hollow nodes)

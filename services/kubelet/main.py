@@ -8,6 +8,16 @@ one status manager and one Node informer, with their lease renewals spread evenl
 interval. The kubelet starts even when neither the API server nor NATS answers (static pods run
 regardless); NATS is connected in the background and the pod informers start once it is up.
 
+A big fleet is split over several processes (kubemark runs one hollow node per pod; one Python
+process is one event loop on one core, and a thousand busy nodes in one renewed their leases
+minutes late): each runs `--hollow-nodes N --hollow-first-index K`,
+that is nodes `<node-name>-<K>` .. `<node-name>-<K+N-1>` with InternalIPs `hollow_ip(K+i)`, and
+takes pod IPs from its own `--hollow-pod-cidr` (a disjoint slice of 127.64.0.0/10 per process: the
+pools live in each process, so only disjoint ranges keep pod IPs unique across processes). Lease
+renewals are spread within each process and the processes interleave (`lease_offsets`). Any
+`--hollow-first-index` makes a fleet process, even of one node: names `<node-name>-<K>`, NATS user
+`kubelet-hollow`, no logs/exec or healthz server (fleet processes would fight over the ports).
+
 The logs/exec server (`services/kubelet/server.py`) runs for a single node, on HTTPS: the serving
 certificate is `--tls-cert-file`/`--tls-private-key-file`, else a self-signed one kept in
 `<root-dir>/pki/` (a warning says so); callers need a client certificate signed by
@@ -27,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import re
 import socket
@@ -36,6 +47,7 @@ from typing import Any
 
 from services.kubelet.apiclient import clients
 from services.kubelet.config import DEFAULT_PAUSE_IMAGE, KubeletConfig
+from services.kubelet.hollow import SHARED_POD_CIDR, HollowRuntime, shared_pool
 from services.kubelet.kubelet import Kubelet
 from services.kubelet.runtime_types import ContainerRuntime
 from services.kubelet.server import DEFAULT_AUTHORIZED_CLIENTS, KubeletServer, ServerTLS, serve_healthz
@@ -102,6 +114,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--healthz-bind-address", default="127.0.0.1")
     p.add_argument("--max-pods", type=int, default=110)
     p.add_argument("--hollow-nodes", type=int, default=1, help="hollow nodes in this process (<node-name>-<i>)")
+    p.add_argument("--hollow-first-index", type=int, default=None, metavar="K",
+                   help="index of this process's first hollow node (default 0): a fleet split over processes runs "
+                        "<node-name>-<K> .. <node-name>-<K+N-1> here; given at all, this process is a fleet member")
+    p.add_argument("--hollow-pod-cidr", default=SHARED_POD_CIDR,
+                   help="loopback range this process's hollow nodes take pod IPs from; processes of one fleet "
+                        "need disjoint ranges (default %(default)s)")
     p.add_argument("--hollow-node-cpu", default="8")
     p.add_argument("--hollow-node-memory", default="32Gi")
     p.add_argument("--node-lease-renew-interval", type=duration, default=10.0)
@@ -112,7 +130,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file-check-frequency", type=duration, default=2.0)
     p.add_argument("--pleg-relist-period", type=duration, default=1.0)
     p.add_argument("--housekeeping-interval", type=duration, default=2.0)
-    p.add_argument("--pod-resync-period", type=duration, default=300.0)
+    p.add_argument("--pod-resync-period", type=duration, default=1800.0,
+                   help="safety-net relist of the pod and node informers (NATS gaps relist at once)")
     p.add_argument("--crash-loop-backoff-base", type=duration, default=10.0)
     p.add_argument("--crash-loop-backoff-max", type=duration, default=300.0)
     p.add_argument("--image-pull-backoff-base", type=duration, default=10.0)
@@ -128,18 +147,48 @@ def hollow_ip(index: int) -> str:
     return f"127.1.{(n >> 8) & 255}.{n & 255}"
 
 
+def is_fleet(args: argparse.Namespace) -> bool:
+    """Hollow nodes named `<node-name>-<i>`: several in this process, or any `--hollow-first-index`."""
+    return args.runtime == "hollow" and (args.hollow_nodes > 1 or args.hollow_first_index is not None)
+
+
+def _van_der_corput(j: int) -> float:
+    """0, 1/2, 1/4, 3/4, 1/8, ...: the j-th point of a sequence that fills [0, 1) evenly at every length."""
+    out, scale = 0.0, 0.5
+    while j:
+        out += scale * (j & 1)
+        j >>= 1
+        scale /= 2
+    return out
+
+
+def lease_offsets(first: int, count: int, interval: float) -> list[float]:
+    """Delays before the first lease renewal of nodes `first` .. `first+count-1`.
+
+    Within a process the nodes are spread evenly over the interval (each event loop renews at a
+    steady rate), and process j (= first // count, processes of about equal size) is shifted by
+    the j-th van der Corput fraction of one slot, so the processes interleave: 4 processes fill
+    the interval's 4 x count slots exactly. A single process (first 0) gets i / count, as always."""
+    phase = _van_der_corput(first // max(1, count))
+    return [interval * (i + phase) / count for i in range(count)]
+
+
 def configs(args: argparse.Namespace) -> list[KubeletConfig]:
     base = (args.node_name or args.hostname_override or socket.gethostname()).lower()
     hollow = args.runtime == "hollow"
+    fleet = is_fleet(args)
     count = max(1, args.hollow_nodes) if hollow else 1
+    first = (args.hollow_first_index or 0) if fleet else 0
+    offsets = lease_offsets(first, count, args.node_lease_renew_interval)
     out = []
     for i in range(count):
-        name = base if count == 1 else f"{base}-{i}"
-        root = Path(args.root_dir) if count == 1 else Path(args.root_dir) / name
+        name = f"{base}-{first + i}" if fleet else base
+        root = Path(args.root_dir) / name if fleet else Path(args.root_dir)
         out.append(KubeletConfig(
             node_name=name, root_dir=root, pause_image=args.pod_infra_container_image,
-            pod_manifest_path=args.pod_manifest_path if count == 1 else "",
-            node_ip=args.node_ip if count == 1 else hollow_ip(i), port=args.port, hollow=hollow,
+            pod_manifest_path="" if fleet else args.pod_manifest_path,
+            node_ip=hollow_ip(first + i) if fleet else args.node_ip, port=args.port, hollow=hollow,
+            hollow_pod_cidr=args.hollow_pod_cidr if hollow else "",
             cpu=args.hollow_node_cpu if hollow else "", memory=args.hollow_node_memory if hollow else "",
             max_pods=args.max_pods, node_labels=dict(args.node_labels),
             crash_backoff_base=args.crash_loop_backoff_base, crash_backoff_max=args.crash_loop_backoff_max,
@@ -148,7 +197,7 @@ def configs(args: argparse.Namespace) -> list[KubeletConfig]:
             housekeeping_period=args.housekeeping_interval, file_check_frequency=args.file_check_frequency,
             pod_resync_period=args.pod_resync_period, node_lease_renew_interval=args.node_lease_renew_interval,
             node_lease_duration=args.node_lease_duration_seconds,
-            node_lease_offset=args.node_lease_renew_interval * i / count,
+            node_lease_offset=offsets[i],
             node_status_update_frequency=args.node_status_update_frequency,
             node_status_report_frequency=args.node_status_report_frequency, api_retry_max=args.api_retry_max,
         ))
@@ -157,9 +206,8 @@ def configs(args: argparse.Namespace) -> list[KubeletConfig]:
 
 def make_runtime(cfg: KubeletConfig) -> ContainerRuntime:
     if cfg.hollow:
-        from services.kubelet.hollow import HollowRuntime
-
-        return HollowRuntime(node_name=cfg.node_name, images=[cfg.pause_image])
+        return HollowRuntime(node_name=cfg.node_name, images=[cfg.pause_image],
+                             shared_pod_cidr=cfg.hollow_pod_cidr or SHARED_POD_CIDR)
     from services.kubelet.runtime import DockerRuntime
 
     return DockerRuntime(node_name=cfg.node_name)
@@ -265,15 +313,17 @@ async def start_server(runtime: ContainerRuntime, cfg: KubeletConfig, bind: str,
 
 async def run_fleet(cfgs: list[KubeletConfig], server: str, client_kwargs: dict[str, Any], nats_url: str,
                     bind: str = "0.0.0.0", *, bus_options: busmod.BusOptions | None = None,
-                    tls: ServerTLS | None = None, healthz: tuple[str, int] | None = None) -> None:
+                    tls: ServerTLS | None = None, healthz: tuple[str, int] | None = None,
+                    fleet: bool | None = None) -> None:
     """Run the kubelets of `cfgs` until cancelled, sharing the API client and NATS connection.
 
-    A single node also serves logs/exec on `bind`:`cfg.port` (HTTPS when `tls`) and, with
-    `healthz` (address, port), the plain-HTTP /healthz."""
+    A single node (not `fleet`; default: one config) also serves logs/exec on `bind`:`cfg.port`
+    (HTTPS when `tls`) and, with `healthz` (address, port), the plain-HTTP /healthz; a fleet process
+    serves neither, and shares one Node informer between its nodes."""
     client, heartbeat = clients(server, cfgs[0].node_name, nodes=len(cfgs), **client_kwargs)
     connector = BusConnector(nats_url, f"kubenats-kubelet-{cfgs[0].node_name}", bus_options)
     status = StatusManager(client, workers=min(32, 4 * len(cfgs)), retry_max=cfgs[0].api_retry_max)
-    fleet = len(cfgs) > 1
+    fleet = len(cfgs) > 1 if fleet is None else fleet
     runtimes = [make_runtime(cfg) for cfg in cfgs]
     http_server: KubeletServer | None = None
     healthz_server: asyncio.Server | None = None
@@ -329,18 +379,23 @@ async def run_fleet(cfgs: list[KubeletConfig], server: str, client_kwargs: dict[
             await asyncio.sleep(0.25)
             lag[0] = max(lag[0], loop.time() - t - 0.25)
 
+    def log_fleet_stats(final: bool = False) -> None:
+        agents = [k.node for k in kubelets if k.node is not None]
+        event(log, "fleet_stats", nodes=len(agents), renewals=sum(a.renewals for a in agents),
+              renew_failures=sum(a.renew_failures for a in agents),
+              late_renewals=sum(a.late_renewals for a in agents),
+              max_renew_gap_s=round(max((a.max_renew_gap for a in agents), default=0.0), 2),
+              status_posts=sum(a.status_posts for a in agents), status_writes=status.writes,
+              pods=sum(len(k.pods) for k in kubelets), max_loop_lag_s=round(lag[0], 3),
+              pleg_lists=sum(k.cache.lists for k in kubelets), pleg_reuses=sum(k.cache.reuses for k in kubelets),
+              final=final)
+        lag[0] = 0.0
+
     async def fleet_stats() -> None:
-        """One log line a minute about the fleet's heartbeats and event-loop lag."""
+        """One log line a minute about the fleet's heartbeats and event-loop lag (and one at the end)."""
         while True:
             await asyncio.sleep(60)
-            agents = [k.node for k in kubelets if k.node is not None]
-            event(log, "fleet_stats", nodes=len(agents), renewals=sum(a.renewals for a in agents),
-                  renew_failures=sum(a.renew_failures for a in agents),
-                  late_renewals=sum(a.late_renewals for a in agents),
-                  max_renew_gap_s=round(max((a.max_renew_gap for a in agents), default=0.0), 2),
-                  status_posts=sum(a.status_posts for a in agents), status_writes=status.writes,
-                  pods=sum(len(k.pods) for k in kubelets), max_loop_lag_s=round(lag[0], 3))
-            lag[0] = 0.0
+            log_fleet_stats()
 
     status.start()
     try:
@@ -352,6 +407,8 @@ async def run_fleet(cfgs: list[KubeletConfig], server: str, client_kwargs: dict[
                 tg.create_task(fleet_stats(), name="fleet stats")
                 tg.create_task(loop_lag(), name="loop lag")
     finally:
+        if fleet:
+            log_fleet_stats(final=True)
         if healthz_server is not None:
             healthz_server.close()
         if http_server is not None:
@@ -373,16 +430,39 @@ def nats_user(args: argparse.Namespace, cfgs: list[KubeletConfig]) -> str:
     """--nats-user, else this kubelet's own user: kubelet-<node>, or kubelet-hollow for a fleet."""
     if args.nats_user:
         return str(args.nats_user)
-    return "kubelet-hollow" if len(cfgs) > 1 else f"kubelet-{cfgs[0].node_name}"
+    return "kubelet-hollow" if len(cfgs) > 1 or is_fleet(args) else f"kubelet-{cfgs[0].node_name}"
+
+
+_RESERVED_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/15")  # 127.0.0.1 and the hollow node IPs 127.1.x.y
+
+
+def check_hollow_flags(args: argparse.Namespace) -> None:
+    """ValueError (one line) when the hollow fleet flags cannot give unique node and pod IPs."""
+    if args.runtime != "hollow":
+        return
+    first, count = args.hollow_first_index or 0, max(1, args.hollow_nodes)
+    if first < 0:
+        raise ValueError(f"--hollow-first-index must be >= 0, not {first}")
+    if is_fleet(args) and first + count > 65535:  # hollow_ip() has 16 bits
+        raise ValueError(f"hollow nodes {first}..{first + count - 1}: at most 65,535 per fleet (node IPs 127.1.x.y)")
+    shared_pool(args.hollow_pod_cidr)  # ValueError unless a loopback network
+    if ipaddress.IPv4Network(args.hollow_pod_cidr).overlaps(_RESERVED_LOOPBACK):
+        raise ValueError(f"--hollow-pod-cidr {args.hollow_pod_cidr} overlaps {_RESERVED_LOOPBACK} "
+                         "(localhost and the hollow nodes' InternalIPs)")
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        check_hollow_flags(args)
+    except ValueError as e:
+        return connect.fail("kubelet", e)
     cfgs = configs(args)
+    fleet = is_fleet(args)
     args.nats_user = nats_user(args, cfgs)
     try:
         api = connect.client_config(args)
         bus_options = connect.bus_options(args)
-        tls = server_tls(args, cfgs[0]) if len(cfgs) == 1 else None
+        tls = None if fleet else server_tls(args, cfgs[0])
     except ValueError as e:  # connect.ConnectError is one
         return connect.fail("kubelet", e)
 
@@ -390,6 +470,7 @@ def run(args: argparse.Namespace) -> int:
         if tls is not None:
             warn_insecure_defaults(args, tls)
         await run_fleet(cfgs, api.server, connect.client_kwargs(api), args.nats_url, args.address,
-                        bus_options=bus_options, tls=tls, healthz=(args.healthz_bind_address, args.healthz_port))
+                        bus_options=bus_options, tls=tls, healthz=(args.healthz_bind_address, args.healthz_port),
+                        fleet=fleet)
 
     return run_component("kubelet", main, args.log_level)

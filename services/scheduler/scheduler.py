@@ -4,7 +4,8 @@ Why this exists: this is the service that turns ``spec.nodeName == ""`` into a p
 parts live elsewhere (plugins and :mod:`framework` decide, :mod:`queue` orders the attempts,
 :mod:`cache` keeps node state); this module wires them to the cluster the kubenats way:
 
-* informers for pods, nodes and namespaces (NATS events + relists) feed the cache and the queue.
+* informers for pods, nodes and namespaces (NATS events + relists) feed the cache and the queue;
+  the pod informer caches pods stripped to what scheduling reads (:mod:`pod_transform`).
   A pod with no ``spec.nodeName``, no ``deletionTimestamp`` and ``spec.schedulerName``
   ``default-scheduler`` (or empty) is queued; a bound pod is accounted on its node; node and pod
   events that may make a parked pod schedulable move it back (node added or changed in
@@ -52,12 +53,13 @@ from services.scheduler.framework import (
     schedule_one,
 )
 from services.scheduler.plugins import default_profile
+from services.scheduler.pod_transform import strip_pod
 from services.scheduler.queue import PreCheck, QueueClosed, QueuedPodInfo, SchedulingQueue
 from shared.api.resources import BY_PLURAL
 from shared.bus import Bus
 from shared.client import ApiClient
 from shared.errors import ApiError
-from shared.informer import Informer
+from shared.informer import DEFAULT_RESYNC_PERIOD, Informer
 from shared.log import event
 from shared.recorder import EventRecorder
 
@@ -155,7 +157,8 @@ class Scheduler:
                  scheduler_name: str = DEFAULT_SCHEDULER_NAME, bind_concurrency: int = 8,
                  status_concurrency: int = 8, event_workers: int = 2, event_queue_size: int = 1000,
                  recorder: EventRecorder | None = None, clock: Callable[[], float] = time.monotonic,
-                 resync_period: float = 300.0, stats_period: float = 10.0, identity: str = "") -> None:
+                 resync_period: float = DEFAULT_RESYNC_PERIOD, stats_period: float = 10.0,
+                 identity: str = "") -> None:
         if bind_concurrency < 1 or status_concurrency < 1 or event_workers < 1:
             raise ValueError("concurrency limits must be >= 1")
         self.client = client
@@ -168,7 +171,8 @@ class Scheduler:
         self.queue = SchedulingQueue(clock=clock)
         self.stats = SchedulerStats()
         self.stats_period = stats_period
-        self.pods = Informer(bus, client, PODS, resync_period=resync_period)
+        # the pod cache keeps only what scheduling reads (pod_transform): pods are most of the memory
+        self.pods = Informer(bus, client, PODS, resync_period=resync_period, transform=strip_pod)
         self.nodes = Informer(bus, client, NODES, resync_period=resync_period)
         self.namespaces = Informer(bus, client, NAMESPACES, resync_period=resync_period)
         self._ns_labels: dict[str, dict[str, str]] = {}

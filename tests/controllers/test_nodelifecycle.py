@@ -8,8 +8,12 @@ from typing import Any
 import pytest
 
 from services.controllers import nodelifecycle_util as nu
+from services.controllers.base import ControllerContext, SharedInformers
 from services.controllers.main import CONTROLLER_FLAGS, add_arguments, duration
+from services.controllers.nodelifecycle import NodeLifecycleController
 from services.controllers.taint_eviction import eviction_delay
+from shared.bus import Bus
+from shared.errors import ApiError
 
 T0 = 1_700_000_000.0
 
@@ -136,3 +140,63 @@ def test_controller_flags_parse() -> None:
     assert args.node_monitor_grace_period == 2.0 and args.node_eviction_rate == 1.0 and args.max_endpoints_per_slice == 7
     defaults = p.parse_args([])
     assert {f: getattr(defaults, f.replace("-", "_")) for _, _, f, _, _ in CONTROLLER_FLAGS}["node-monitor-period"] == 5.0
+
+
+class _PatchingClient:
+    """Records patches; answers with the ApiError configured for a pod name."""
+
+    def __init__(self, errors: dict[str, ApiError]) -> None:
+        self.errors = errors
+        self.patches: list[tuple[str, str, Any, str, str]] = []
+
+    async def patch(self, res: Any, namespace: str, name: str, body: Any, *, patch_type: str = "merge",
+                    sub: str = "") -> dict[str, Any]:
+        self.patches.append((namespace, name, body, patch_type, sub))
+        if name in self.errors:
+            raise self.errors[name]
+        return {}
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str]] = []
+
+    def record(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.recorded.append((obj["metadata"]["name"], reason))
+
+
+def _cached_pod(name: str, ready: str | None, rv: str) -> dict[str, Any]:
+    conds = [{"type": "Ready", "status": ready, "reason": "r", "lastTransitionTime": "2024-01-01T00:00:00Z"}]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}", "resourceVersion": rv},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox", "env": [{"name": "A"}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [] if ready is None else conds}}
+
+
+async def test_mark_pods_not_ready_patches_the_ready_condition_guarded_by_the_cached_version() -> None:
+    client = _PatchingClient({"changed": ApiError(409, "Conflict", "the object has been modified"),
+                              "gone": ApiError(404, "NotFound", "not found")})
+    informers = SharedInformers(Bus("nats://127.0.0.1:1", "unused"), client)  # type: ignore[arg-type]
+    c = NodeLifecycleController(ControllerContext(client, informers))  # type: ignore[arg-type]
+    events = _Events()
+    c.recorder = events  # type: ignore[assignment]
+    for name, ready, rv in (("ready", "True", "7"), ("changed", "True", "8"), ("gone", "Unknown", "9"),
+                            ("already", "False", "10"), ("no-condition", None, "11")):
+        pod = _cached_pod(name, ready, rv)
+        c.pods._put(f"ns/{name}", c.pods._transformed(pod))
+    assert "env" not in c.pods.get("ns/ready")["spec"]["containers"][0], "the cache holds stripped pods"  # type: ignore[index]
+
+    assert await c._mark_pods_not_ready("n1") is False, "a conflict retries the node on the next pass"
+    by_name = {name: (body, patch_type, sub) for _, name, body, patch_type, sub in client.patches}
+    assert sorted(by_name) == ["changed", "gone", "ready"], "pods already not ready, or without Ready, are skipped"
+    body, patch_type, sub = by_name["ready"]
+    assert (patch_type, sub) == ("strategic", "status")
+    assert body["metadata"] == {"resourceVersion": "7"}
+    [cond] = body["status"]["conditions"]
+    assert set(body["status"]) == {"conditions"} and set(body) == {"metadata", "status"}
+    assert cond["type"] == "Ready" and cond["status"] == "False" and cond["lastTransitionTime"]
+    assert events.recorded == [("ready", "NodeNotReady")]
+
+    del client.errors["changed"]
+    client.patches.clear()
+    assert await c._mark_pods_not_ready("n1") is True, "a missing pod (404) is not a failure"

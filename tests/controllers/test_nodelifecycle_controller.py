@@ -139,3 +139,50 @@ async def test_not_ready_node_gets_not_ready_taints(manager: ControllerManager, 
         return (NOT_READY, "NoExecute") in t and (NOT_READY, "NoSchedule") in t and (UNREACHABLE, "NoExecute") not in t
     await eventually(tainted, "both not-ready taints", timeout=10)
     assert not taints(await client.get(NODES, "", names[1]))
+
+
+async def test_pods_marked_not_ready_keep_the_rest_of_their_status(manager: ControllerManager, client: ApiClient,
+                                                                   ns: str, nodes: FakeNodes,
+                                                                   fast: NodeLifecycleController) -> None:
+    """MarkPodsNotReady patches the Ready condition of the cached (stripped) pod: nothing else of
+    the pod is lost, neither the conditions and fields the controllers do not cache nor its spec."""
+    name = await nodes.add("0")
+    tolerations = [{"key": k, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 3600}
+                   for k in (UNREACHABLE, NOT_READY)]
+    await client.create(PODS, ns, {
+        "metadata": {"name": "keep", "labels": {"app": "keep"}, "annotations": {"example.com/note": "kept"}},
+        "spec": {"nodeName": name, "tolerations": tolerations, "containers": [
+            {"name": "c", "image": "busybox:1.35", "env": [{"name": "A", "value": "1"}], "command": ["sleep", "1d"]}]}})
+
+    async def ready() -> Any:
+        p = await client.get(PODS, ns, "keep")
+        return p if is_ready(p) else None
+    await eventually(ready, "the pod runs and is ready")
+    extra = {"status": {"hostIP": "10.9.9.9", "qosClass": "BestEffort", "conditions": [
+        {"type": "example.com/gate", "status": "True", "lastTransitionTime": now_iso()}],
+        "containerStatuses": [{"name": "c", "ready": True, "restartCount": 3, "image": "busybox:1.35",
+                               "imageID": "docker://sha256:1", "containerID": "docker://abc",
+                               "state": {"running": {"startedAt": now_iso()}}}]}}
+    await client.patch(PODS, ns, "keep", extra, patch_type="strategic", sub="status")
+    before = await client.get(PODS, ns, "keep")
+    ready_before = next(c for c in before["status"]["conditions"] if c["type"] == "Ready")
+    nodes.kill(name)
+
+    async def not_ready() -> Any:
+        p = await client.get(PODS, ns, "keep")
+        return p if not is_ready(p) else None
+    after = await eventually(not_ready, "MarkPodsNotReady", timeout=15)
+    ready_after = next(c for c in after["status"]["conditions"] if c["type"] == "Ready")
+    assert ready_after["status"] == "False" and ready_after["lastTransitionTime"]
+    assert {k: v for k, v in ready_after.items() if k not in ("status", "lastTransitionTime")} == \
+        {k: v for k, v in ready_before.items() if k not in ("status", "lastTransitionTime")}, "reason, message kept"
+    others = [c for c in before["status"]["conditions"] if c["type"] != "Ready"]
+    assert [c for c in after["status"]["conditions"] if c["type"] != "Ready"] == others
+    assert {k: v for k, v in after["status"].items() if k != "conditions"} == \
+        {k: v for k, v in before["status"].items() if k != "conditions"}
+    assert after["spec"] == before["spec"]
+    assert {k: v for k, v in after["metadata"].items() if k != "resourceVersion"} == \
+        {k: v for k, v in before["metadata"].items() if k != "resourceVersion"}
+    assert int(after["metadata"]["resourceVersion"]) > int(before["metadata"]["resourceVersion"])
+    assert manager.informers.get(PODS).get(f"{ns}/keep") is not None
+    assert "env" not in manager.informers.get(PODS).get(f"{ns}/keep")["spec"]["containers"][0]  # type: ignore[index]

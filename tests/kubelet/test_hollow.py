@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from services.kubelet.hollow import HollowRuntime
+from services.kubelet.hollow import SHARED_POD_CIDR, HollowRuntime, shared_pool
 from services.kubelet.runtime_types import (
     ContainerConfig,
     ContainerRuntime,
@@ -80,6 +80,36 @@ async def test_pod_ips_are_loopback_unique_and_reused() -> None:
     await tiny.run_sandbox("u2", "p", "ns", 0, PAUSE_IMAGE)
     with pytest.raises(Exception, match="exhausted"):
         await tiny.run_sandbox("u3", "p", "ns", 0, PAUSE_IMAGE)
+
+
+async def test_processes_of_a_fleet_take_pod_ips_from_disjoint_shared_pools() -> None:
+    # one fleet process per slice of 127.64.0.0/10: inside a process the slice is shared by all its nodes
+    a, b = hollow(shared_pod_cidr="127.68.0.0/14"), hollow(shared_pod_cidr="127.68.0.0/14")
+    other = hollow(shared_pod_cidr="127.72.0.0/14")
+    assert a.pod_cidr == b.pod_cidr == "127.68.0.0/14" and hollow().pod_cidr == SHARED_POD_CIDR
+    ips = [(await rt.run_sandbox(str(uuid.uuid4()), "p", NAMESPACE, 0, PAUSE_IMAGE)).ip for rt in (a, b, a, b)]
+    assert len(set(ips)) == 4 and all(ipaddress.IPv4Address(ip) in ipaddress.IPv4Network("127.68.0.0/14") for ip in ips)
+    ip = (await other.run_sandbox("u", "p", NAMESPACE, 0, PAUSE_IMAGE)).ip
+    assert ipaddress.IPv4Address(ip) in ipaddress.IPv4Network("127.72.0.0/14")
+    assert shared_pool("127.68.0.0/14") is shared_pool("127.68.0.0/255.252.0.0")  # one pool per network, however spelt
+    with pytest.raises(ValueError, match="loopback"):
+        shared_pool("10.64.0.0/14")
+
+
+async def test_generation_counts_container_changes_only() -> None:
+    rt = hollow()
+    assert rt.generation == 0
+    sb = await rt.run_sandbox("u", "p", NAMESPACE, 0, PAUSE_IMAGE)
+    cid = await rt.create_container(sb.id, ContainerConfig(name="c", image=BUSYBOX_IMAGE))
+    await rt.start_container(cid)
+    rt.inject_exit(cid, 1)
+    await rt.remove_container(cid)
+    assert rt.generation == 5
+    await rt.ensure_image("nginx", "Always")
+    await rt.inspect(sb.id)
+    await rt.list_containers()
+    await rt.remove_container(cid)  # already gone
+    assert rt.generation == 5  # (every mutation against the PLEG: tests/kubelet/test_pleg.py)
 
 
 async def test_pull_policies_count_pulls() -> None:

@@ -7,6 +7,7 @@ kubelets: fast, no containers. One test checks what only a Docker node reports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import time
@@ -181,6 +182,71 @@ async def test_fifty_hollow_nodes_in_one_process(cluster: Cluster, api: httpx.As
         assert rss_kib < 400 * 1024, f"{rss_kib} KiB for 50 hollow nodes"
     finally:
         k.stop()
+
+
+async def test_hollow_fleet_split_over_two_processes(cluster: Cluster, api: httpx.AsyncClient, ns: str) -> None:
+    """kubemark-style: two processes of 2 nodes each (`--hollow-first-index 0` and `2`), one fleet."""
+    prefix = unique_node("hp")
+    cidrs = ["127.96.0.0/14", "127.100.0.0/14"]  # each process its own slice of 127.64.0.0/10
+    procs = []
+    try:
+        for j, first in enumerate((0, 2)):
+            k = KubeletProc(prefix, cluster.component_args("kubelet"), cluster.nats.url, cluster.workdir,
+                            runtime="hollow", extra=["--hollow-nodes", "2", "--hollow-first-index", str(first),
+                                                     "--hollow-pod-cidr", cidrs[j]])
+            k.log = cluster.workdir / f"kubelet-{prefix}-proc{j}.log"
+            procs.append(k.start())
+
+        async def all_ready() -> list[dict[str, Any]] | None:
+            r = await api.get("/api/v1/nodes", params={"labelSelector": "kubenats.io/hollow=true"})
+            mine = [n for n in r.json()["items"] if n["metadata"]["name"].startswith(prefix + "-")]
+            return mine if len(mine) == 4 and all(ready(n) for n in mine) else None
+
+        nodes = await wait_for(all_ready, 60, "4 hollow nodes Ready", interval=0.5, kubelet=procs[1])
+        assert sorted(n["metadata"]["name"] for n in nodes) == [f"{prefix}-{i}" for i in range(4)]
+        ip_of = {n["metadata"]["name"]: next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+                 for n in nodes}
+        assert len(set(ip_of.values())) == 4 and all(ipaddress.IPv4Address(ip).is_loopback for ip in ip_of.values())
+
+        for i in range(4):
+            await create_pod(api, ns, pod_manifest(f"p{i}", f"{prefix}-{i}", [container("main")]))
+        pod_ips = []
+        for i in range(4):
+            pod = await wait_pod(api, ns, f"p{i}", running_and_ready, 30, "Running", procs[i // 2])
+            assert pod["status"]["hostIP"] == ip_of[f"{prefix}-{i}"]
+            pod_ips.append(pod["status"]["podIP"])
+            assert ipaddress.IPv4Address(pod_ips[-1]) in ipaddress.IPv4Network(cidrs[i // 2])
+        assert len(set(pod_ips)) == 4, pod_ips
+
+        for k in procs:
+            assert k.alive(), k.tail()
+            # fleet processes: the fleet's NATS user, no logs/exec server and no healthz port to fight over
+            assert {e.get("user") for e in k.events("nats_connected")} == {"kubelet-hollow"}
+            assert not k.events("kubelet_server_started") and not k.events("kubelet_healthz_failed")
+            assert k.p is not None and listening_ports(k.p.pid) == set()
+    finally:
+        for k in procs:
+            k.stop()
+    stats = [k.events("fleet_stats") for k in procs]
+    assert all(s and s[-1]["final"] and s[-1]["nodes"] == 2 for s in stats), stats  # a last line at shutdown
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports a process listens on (its socket inodes matched against /proc/net/tcp{,6})."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def rss(pid: int) -> int:

@@ -4,6 +4,7 @@ convergence after missed events (nats restart, dropped messages, resync message,
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ import pytest
 from shared.api.resources import BY_PLURAL, Resource
 from shared.bus import RESYNC_SUBJECT, Bus, Message, event_subject
 from shared.client import ApiClient
-from shared.informer import Informer, key_of, split_key
+from shared.informer import Informer, SharedValues, intern_strings, key_of, split_key
 from tests.servers import Cluster
 
 CM = BY_PLURAL[("", "configmaps")]
@@ -539,3 +540,137 @@ async def test_messages_without_revision_header_use_the_object_version(bus: Bus,
     obj = {"metadata": {"name": "straggler", "namespace": ns, "resourceVersion": str(10**10)}}
     await inf._on_message(Message("x", orjson.dumps({"type": "ADDED", "object": obj}), {}))
     assert inf.get(f"{ns}/straggler") is None
+
+
+# ---------------------------------------------------------------- transforms, paging, shared values
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """A transform: metadata reduced to name, namespace, resourceVersion and labels, data kept, a mark."""
+    meta = obj["metadata"]
+    return {"metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion", "labels") if k in meta},
+            "data": obj.get("data") or {}, "slim": True}
+
+
+async def test_transform_applies_to_lists_events_handlers_and_indexes(bus: Bus, client: ApiClient, ns: str) -> None:
+    await client.create(CM, ns, cm("a", {"tier": "front"}, v="1"))
+    await client.create(CM, ns, cm("b", {"tier": "back"}, v="1"))
+    seen: list[dict[str, Any]] = []
+    inf = Informer(bus, client, CM, namespace=ns, transform=slim)
+    inf.add_index("tier", lambda o: [(o["metadata"].get("labels") or {}).get("tier", "")] if o.get("slim") else ["raw"])
+    rec = Recorder()
+    inf.add_handler(lambda o: (seen.append(o), rec.add(o)), lambda old, new: (seen.extend((old, new)), rec.update(old, new)),
+                    lambda o: (seen.append(o), rec.delete(o)))
+    await started(inf)
+    try:
+        assert all(o.get("slim") for o in inf.list()), "listed objects are transformed"
+        assert "uid" not in inf.get(f"{ns}/a")["metadata"]  # type: ignore[index]
+        await client.patch(CM, ns, "a", {"metadata": {"labels": {"tier": "back"}}, "data": {"v": "2"}})
+        await client.create(CM, ns, cm("c", {"tier": "front"}))
+        await client.delete(CM, ns, "b")
+        await eventually(lambda: sorted(key_of(o) for o in inf.by_index("tier", "back")) == [f"{ns}/a"]
+                         and [key_of(o) for o in inf.by_index("tier", "front")] == [f"{ns}/c"], "index follows events")
+        assert inf.by_index("tier", "raw") == [], "indexes only ever see transformed objects"
+        assert inf.get(f"{ns}/a")["data"] == {"v": "2"} and inf.get(f"{ns}/a")["slim"]  # type: ignore[index]
+        assert seen and all(o.get("slim") for o in seen), "handlers only ever see transformed objects"
+        assert rec.of(f"{ns}/b") == ["add", "delete"] and rec.of(f"{ns}/c") == ["add"]
+
+        # a relist of an unchanged collection keeps the cached objects and reports nothing
+        cached = {k: inf.get(k) for k in inf.keys()}
+        events = len(rec.events)
+        relists = inf.relists
+        inf.request_relist("test")
+        await eventually(lambda: inf.relists > relists, "relist")
+        assert len(rec.events) == events, "no spurious updates: compared by resourceVersion"
+        assert all(inf.get(k) is obj for k, obj in cached.items()), "unchanged objects are not transformed again"
+        await converge(inf, client, ns)
+    finally:
+        await inf.stop()
+
+
+async def test_a_failing_transform_caches_the_object_as_it_is(bus: Bus, client: ApiClient, ns: str) -> None:
+    def picky(obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["metadata"]["name"] == "odd":
+            raise ValueError("cannot")
+        return slim(obj)
+
+    await client.create(CM, ns, cm("odd"))
+    await client.create(CM, ns, cm("even"))
+    inf = await started(Informer(bus, client, CM, namespace=ns, transform=picky))
+    try:
+        assert inf.get(f"{ns}/even")["slim"]  # type: ignore[index]
+        assert "slim" not in inf.get(f"{ns}/odd") and inf.get(f"{ns}/odd")["metadata"]["uid"]  # type: ignore[index, operator]
+        assert inf.transform_failures == 1
+    finally:
+        await inf.stop()
+
+
+class PausingClient(ApiClient):
+    """An ApiClient that runs a hook after the first page of a LIST (events then land mid-list)."""
+
+    def __init__(self, cluster: Cluster, hook: Callable[[], Any]) -> None:
+        admin = cluster.pki.clients["admin"]
+        super().__init__(cluster.apiserver.url, ca_file=str(cluster.pki.ca.cert), cert=(str(admin.cert), str(admin.key)))
+        self.hook = hook
+        self.pages: list[int] = []
+
+    async def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                      content_type: str = "application/json") -> dict[str, Any]:
+        result = await super().request(method, path, body=body, params=params, content_type=content_type)
+        if method == "GET" and params and "limit" in params:
+            self.pages.append(len(result.get("items") or []))
+            if len(self.pages) == 1:
+                await self.hook()
+        return result
+
+
+async def test_relists_page_by_page_and_stay_consistent_with_events_in_between(
+    bus: Bus, client: ApiClient, cluster: Cluster, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.informer.LIST_PAGE_SIZE", 2)
+    for n in ("a", "b", "c", "d", "e"):
+        await client.create(CM, ns, cm(n, v="0"))
+    holder: list[Informer] = []
+
+    async def between_pages() -> None:  # a listed object changes, an unlisted one goes, one is born
+        await client.patch(CM, ns, "a", {"data": {"v": "1"}})
+        await client.delete(CM, ns, "e")
+        await client.create(CM, ns, cm("f"))
+        await eventually(lambda: len(holder[0]._buffer or []) >= 3, "events buffered during the list")
+
+    paging = PausingClient(cluster, between_pages)
+    inf = Informer(bus, paging, CM, namespace=ns, transform=slim)
+    holder.append(inf)
+    rec = Recorder()
+    inf.add_handler(rec.add, rec.update, rec.delete)
+    try:
+        await started(inf)
+        assert paging.pages == [2, 2, 1], "pages of LIST_PAGE_SIZE, all at the first page's revision"
+        await converge(inf, client, ns)
+        assert sorted(inf.keys()) == [f"{ns}/{n}" for n in "abcdf"]
+        assert inf.get(f"{ns}/a")["data"] == {"v": "1"} and all(o["slim"] for o in inf.list())  # type: ignore[index]
+        assert rec.of(f"{ns}/e") == ["add", "delete"], "listed at the old revision, then deleted by its event"
+        assert rec.of(f"{ns}/f") == ["add"]
+    finally:
+        await inf.stop()
+        await paging.close()
+
+
+def test_shared_values_are_one_object_per_value() -> None:
+    values = SharedValues(max_entries=3)
+    a = values(orjson.loads(b'{"app":"web","tier":"front"}'))
+    b = values(orjson.loads(b'{"app":"web","tier":"front"}'))
+    assert a is b and a == {"app": "web", "tier": "front"}
+    tol = values([{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}])
+    assert values([{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]) is tol
+    assert values({"app": "db"}) is not a and values(3) == 3 and values(None) is None
+    s1, s2 = values("".join(["name", "space"])), values("".join(["names", "pace"]))
+    assert s1 is s2, "strings are interned"
+    one = values([1])
+    assert values([True])[0] is True and values([1.0])[0].is_integer() and type(values([1])[0]) is int, \
+        "equal in Python, told apart by their JSON"
+    assert values([1]) is one
+    assert len(values) <= 3, "bounded"
+    assert values({"app": "web", "tier": "front"}) == a, "still equal after the memory started over"
+    nested = intern_strings({"k": ["x" + "y" * 3, {"z": "w"}]})
+    assert nested == {"k": ["xyyy", {"z": "w"}]} and nested["k"][0] is sys.intern("xyyy")
