@@ -78,7 +78,8 @@ class Profiler:
         for k, pid in self.pids.items():
             log = open(PROFILES / f"{self.tag}-{k}.log", "wb")
             self.procs[k] = subprocess.Popen([pyspy(), "record", "--pid", str(pid), "--rate", str(self.rate),
-                                              "--nonblocking", "--format", "raw", "-o", str(self.files[k])],
+                                              "--nonblocking", "--subprocesses",  # an apiserver --workers N: its workers
+                                              "--format", "raw", "-o", str(self.files[k])],
                                              stdout=log, stderr=subprocess.STDOUT)
             log.close()
         self.t0 = time.perf_counter()

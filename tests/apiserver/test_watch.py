@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
-from services.apiserver.watch import PARSED
+from services.apiserver.watch import PARSED, Event
 from tests.servers import Cluster
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -82,6 +82,18 @@ async def test_watch_resumes_from_resource_version(api: httpx.AsyncClient, ns: s
         assert w.summary() == [("ADDED", "r2"), ("ADDED", "r3")]
     finally:
         await w.close()
+
+
+def test_a_released_event_is_compressed_and_comes_back_whole() -> None:
+    obj = {"metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"}}, "spec": {"x": "y" * 2000}}
+    raw = orjson.dumps({"type": "ADDED", "object": obj})
+    ev = Event(7, "ADDED", obj, raw, "ns", "p")
+    ev.release()
+    assert len(ev._raw) < len(raw) / 4  # stored compressed
+    assert ev.raw == raw
+    assert ev.obj == obj
+    ev.release()  # twice is harmless
+    assert ev.raw == raw
 
 
 async def test_resume_past_the_parsed_part_of_the_window(api: httpx.AsyncClient, ns: str) -> None:
