@@ -47,6 +47,7 @@ from bench.common import Sampler, component, conn, http_kwargs
 from bench.profile import Profiler
 from bench.report import finish, machine, median, pct, progress
 from services.kubelet.hollow import SHARED_POD_CIDR
+from shared.bus import Bus, Message
 from tests.servers import Cluster, Proc
 
 NS = "scale"
@@ -96,34 +97,55 @@ class Background:
 
 
 class Probe(Background):
-    """ConfigMap create + update every `period` s: the latency of mutating calls while the run goes on."""
+    """ConfigMap create + update every `period` s: the latency of mutating calls while the run goes on, and
+    how long each write takes to reach a NATS subscriber (what every informer waits for) under that load."""
 
     def __init__(self, c: Cluster, period: float = 0.25) -> None:
         self.c, self.period = c, period
         self.samples: list[tuple[float, float, bool]] = []  # (t, seconds, ok)
+        self.sent: dict[str, float] = {}  # "name/rv-less op" -> perf_counter at request start
+        self.delivery: list[tuple[float, float]] = []  # (t, seconds from request start to the subscriber)
         self.task: asyncio.Task[None] | None = None
+        self._t0 = 0.0
+
+    def _on_event(self, msg: Message) -> None:
+        obj = (orjson.loads(msg.data).get("object") or {})
+        key = f"{(obj.get('metadata') or {}).get('name')}/{(obj.get('data') or {}).get('v')}"
+        start = self.sent.pop(key, None)
+        if start is not None:
+            now = time.perf_counter()
+            self.delivery.append((now - self._t0, now - start))
 
     async def _run(self, t0: float) -> None:
+        self._t0 = t0
         cn = conn(self.c)
+        bus = Bus(self.c.nats.url, "bench-scale-probe", self.c.bus_options("admin"))
+        await bus.connect()
+
+        async def handler(msg: Message) -> None:
+            self._on_event(msg)
+        await bus.subscribe(f"kube.events.core.configmaps.{NS}.>", handler)
         i = 0
         try:
             while True:
                 i += 1
                 body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"probe-{i}"}, "data": {"v": "1"}}
                 t = time.perf_counter()
+                self.sent[f"probe-{i}/1"] = t
                 status, data = await cn.request("POST", f"/api/v1/namespaces/{NS}/configmaps", orjson.dumps(body))
                 self.samples.append((t - t0, time.perf_counter() - t, status == 201))
                 if status == 201:
                     obj = orjson.loads(data)
                     obj["data"] = {"v": "2"}
                     t = time.perf_counter()
+                    self.sent[f"probe-{i}/2"] = t
                     status, _ = await cn.request("PUT", f"/api/v1/namespaces/{NS}/configmaps/probe-{i}",
                                                  orjson.dumps(obj))
                     self.samples.append((t - t0, time.perf_counter() - t, status == 200))
                 await asyncio.sleep(self.period)
         finally:
             await cn.close()
-
+            await bus.close()
 
 
 class PodWatch(Background):
@@ -259,6 +281,21 @@ def records(log: Path, name: str) -> list[dict[str, Any]]:
     except (OSError, orjson.JSONDecodeError):
         pass
     return out
+
+
+def taint_summary(log: Path) -> dict[str, Any]:
+    """What the node lifecycle controller did: taint changes by taint, nodes it saw go silent and for how long,
+    and when (UTC) the first and last of these happened."""
+    changes = records(log, "node_taints_updated")
+    unknown = records(log, "node_status_unknown")
+    added: dict[str, int] = {}
+    for r in changes:
+        for t in r.get("added") or ():
+            added[t] = added.get(t, 0) + 1
+    times = sorted(str(r.get("ts", ""))[11:19] for r in (*changes, *unknown))
+    return {"taints": len(changes), "taints_added": added, "nodes_unknown": len(unknown),
+            "max_silent_s": max((float(r.get("silent_for_s") or 0) for r in unknown), default=0.0),
+            "taint_times": f"{times[0]}-{times[-1]} UTC" if times else ""}
 
 
 def last_record(log: Path, name: str) -> dict[str, Any]:
@@ -412,7 +449,7 @@ async def step(quick: bool = False, nodes: int | None = None, deployments: int |
         for k in ("controllers", "scheduler", *kubelets):
             procs[k].stop(20)
         out["fleet"] = fleet_totals([p.log for p in kubelets.values()])
-        out["taints"] = sum(1 for _ in records(procs["controllers"].log, "node_taints_updated"))
+        out.update(taint_summary(procs["controllers"].log))
         c.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -428,6 +465,10 @@ async def step(quick: bool = False, nodes: int | None = None, deployments: int |
     out["pods_per_s"] = out["available"] / out["running_s"]
     lat = [s for _, s, _ in probe.samples]
     out["probe_n"], out["probe_errors"] = len(lat), sum(1 for *_, ok in probe.samples if not ok)
+    dl = [d for _, d in probe.delivery]
+    out["delivery_n"], out["delivery_lost"] = len(dl), len(probe.sent)
+    out["delivery_p50_ms"], out["delivery_p99_ms"], out["delivery_max_ms"] = (
+        median(dl) * 1000, pct(dl, 99) * 1000, max(dl, default=float("nan")) * 1000)
     out["probe_p50_ms"], out["probe_p99_ms"], out["probe_max_ms"] = (
         median(lat) * 1000, pct(lat, 99) * 1000, max(lat, default=float("nan")) * 1000)
     during = [r for r in kubectl.runs if r is not final_kubectl]
@@ -453,7 +494,8 @@ def render(o: dict[str, Any], timeline: list[tuple[float, int, int, int, int]], 
                                                   [s[k]["rss"] for _, s in sampler.timeline]) for k in CONTROL_PLANE},
                           right_label="RSS MiB")
     fig2 = plots.cdf("scale_api_latency.png", "Mutating API calls (ConfigMap create/update) during the scale run",
-                     {"create + update under load": [s for _, s, _ in probe.samples]})
+                     {"create + update under load": [s for _, s, _ in probe.samples],
+                      "write request → NATS subscriber": [d for _, d in probe.delivery]})
     p = o["procs"]
     reached = (f"all {o['pods_target']:,} pods Running after **{o['running_s']:.0f} s** ({o['pods_per_s']:.0f} pods/s), "
                f"every Deployment available after {o['elapsed_s']:.0f} s"
@@ -502,6 +544,9 @@ def render(o: dict[str, Any], timeline: list[tuple[float, int, int, int, int]], 
         "| measure | value |", "|---|---:|",
         f"| mutating calls (ConfigMap create/update every 0.25 s): n / errors | {o['probe_n']} / {o['probe_errors']} |",
         f"| ↳ latency p50 / p99 / max | {o['probe_p50_ms']:.0f} / {o['probe_p99_ms']:.0f} / {o['probe_max_ms']:.0f} ms |",
+        f"| ↳ write request → a NATS subscriber has the event (what informers wait for): p50 / p99 / max "
+        f"(n, not seen) | {o['delivery_p50_ms']:.0f} / {o['delivery_p99_ms']:.0f} / {o['delivery_max_ms']:.0f} ms "
+        f"({o['delivery_n']}, {o['delivery_lost']}) |",
         f"| real `kubectl get pods -A --chunk-size=500` while pods were created: runs ok / runs | "
         f"{o['kubectl_ok']} / {o['kubectl_runs']} |",
         f"| ↳ duration median / max | {o['kubectl_median_s']:.1f} / {o['kubectl_max_s']:.1f} s |",
@@ -517,7 +562,11 @@ def render(o: dict[str, Any], timeline: list[tuple[float, int, int, int, int]], 
                   f"started, {f.get('status_writes', 0):,} pod status writes, {f.get('renewals', 0):,} lease renewals of "
                   f"which {f.get('late_renewals', 0):,} late (longest gap {f.get('max_renew_gap_s', 0):.0f} s; a lease "
                   f"expires after 40 s), event-loop lag up to {f.get('max_loop_lag_s', 0):.1f} s; the node lifecycle "
-                  f"controller changed node taints {o.get('taints', 0):,} times. The PLEGs listed a runtime "
+                  f"controller changed node taints {o.get('taints', 0):,} times"
+                  + (f" (added: {', '.join(f'{k} x{v}' for k, v in o.get('taints_added', {}).items())}; "
+                     f"{o.get('nodes_unknown', 0)} nodes marked Unknown, silent up to {o.get('max_silent_s', 0):.0f} s; "
+                     f"{o.get('taint_times', '')})" if o.get("taints") else "")
+                  + f". The PLEGs listed a runtime "
                   f"{f.get('pleg_lists', 0):,} times and found {f.get('pleg_reuses', 0):,} views unchanged "
                   "(not listed).\n"]
     bad = [r for r in runs if not r["ok"]]

@@ -26,11 +26,11 @@ from shared.api.resources import BY_PLURAL, Resource
 from shared.log import event
 
 log = logging.getLogger("kubenats.watch")
-WINDOW = 20000
+WINDOW = 10000  # events per resource a watch can resume from (older: 410 Gone, relist)
 MAX_BATCH = 256  # events per HTTP chunk when a watcher has a backlog
 
 
-PARSED = 512  # events per resource kept parsed; older ones keep only their bytes (memory)
+PARSED = 128  # events per resource kept parsed; older ones keep only their bytes (memory)
 
 
 class Event:
