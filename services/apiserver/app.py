@@ -63,15 +63,21 @@ class Config:
     build_indexes: bool = True  # backfill the pods-by-node index if missing (worker 0 of `--workers N`)
 
 
+def make_store(cfg: Config) -> Store:
+    """The etcd store of `cfg`: client certificates when given, Secrets sealed when a key is."""
+    tls: dict[str, Any] = {}
+    if cfg.etcd_ca or cfg.etcd_cert:
+        tls = {"ca_file": cfg.etcd_ca, "cert_file": cfg.etcd_cert[0] if cfg.etcd_cert else None,
+               "key_file": cfg.etcd_cert[1] if cfg.etcd_cert else None}
+    if cfg.secret_box is not None:
+        return EncryptingStore(cfg.etcd_servers, cfg.secret_box, **tls)
+    return Store(cfg.etcd_servers, **tls)
+
+
 class State:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        tls: dict[str, Any] = {}
-        if cfg.etcd_ca or cfg.etcd_cert:
-            tls = {"ca_file": cfg.etcd_ca, "cert_file": cfg.etcd_cert[0] if cfg.etcd_cert else None,
-                   "key_file": cfg.etcd_cert[1] if cfg.etcd_cert else None}
-        self.store = (EncryptingStore(cfg.etcd_servers, cfg.secret_box, **tls) if cfg.secret_box is not None
-                      else Store(cfg.etcd_servers, **tls))
+        self.store = make_store(cfg)
         self.bus = Bus(cfg.nats_url, "kubenats-apiserver", cfg.bus_options)
         self.allocator = ServiceAllocator(self.store, cfg.service_cluster_ip_range, cfg.service_node_port_range)
         self.objects = Objects(self.store, self.allocator)

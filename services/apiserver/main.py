@@ -26,7 +26,7 @@ from shared.log import setup
 from shared.netinfo import host_addresses
 from shared.tlsserver import server_context, uvicorn_options
 
-from . import workers
+from . import publishproc, workers
 from .allocator import IPRange
 from .app import Config, create_app
 
@@ -64,8 +64,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="port range (FROM-TO) from which NodePort Services get their node ports")
     p.add_argument("--no-publish", action="store_true", help="do not run the etcd->NATS publisher in this replica")
     p.add_argument("--workers", type=int, default=1,
-                   help="apiserver processes sharing the port (SO_REUSEPORT); worker 0 runs the publisher")
+                   help="apiserver processes sharing the port (SO_REUSEPORT)")
     p.add_argument("--worker", type=int, default=-1, help=argparse.SUPPRESS)  # set by the supervisor
+    p.add_argument("--role", choices=["", "publisher"], default="", help=argparse.SUPPRESS)  # publishproc.start
+    p.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    p.add_argument("--publisher-process", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the etcd->NATS publisher in a process of its own (default), not in the HTTP process")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--write-kubeconfig", default="",
                    help="write an admin kubeconfig (credentials inlined) for this server to this path at startup")
@@ -139,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
     kubelet_ssl = _kubelet_ssl(args.kubelet_certificate_authority or str(cluster.ca.cert),
                                args.kubelet_client_certificate or str(cluster.kubelet_client.cert),
                                args.kubelet_client_key or str(cluster.kubelet_client.key))
+    separate = args.publisher_process and not args.no_publish and args.worker < 0 and not args.role
     if args.workers > 1 and args.worker < 0:  # certificates exist now: start the workers
-        return workers.supervise(args.workers, sys.argv[1:])
+        return workers.supervise(args.workers, sys.argv[1:], publisher=separate)
     try:
         bus_options = options_from_args(args.nats_user, args.nats_password_file, args.nats_ca_file)
     except ValueError as e:
@@ -154,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
         bus_options=bus_options,
         bind_address=args.bind_address,
         port=args.port,
-        publish=not args.no_publish and args.worker <= 0,
-        build_indexes=args.worker <= 0,
+        publish=not args.no_publish and args.worker <= 0 and not separate,
+        build_indexes=args.worker <= 0 and not separate,
         service_cluster_ip_range=args.service_cluster_ip_range,
         service_node_port_range=args.service_node_port_range,
         token_auth_file=args.token_auth_file,
@@ -164,9 +169,11 @@ def run(args: argparse.Namespace) -> int:
         kubelet_ssl=kubelet_ssl,
         secret_box=pki.SecretBox.load_or_create(data_dir / "pki" / "encryption.key") if args.encrypt_secrets else None,
     )
-    if args.write_kubeconfig and args.worker <= 0:
+    if args.write_kubeconfig and args.worker <= 0 and not args.role:
         admin = cluster.clients["admin"]
         write_inline_kubeconfig(Path(args.write_kubeconfig), server_url, cluster.ca.cert, admin.cert, admin.key)
+    if args.role == "publisher":
+        return publishproc.run(cfg, args.ready_fd, args.log_level)
     try:
         app = create_app(cfg)
     except ValueError as e:  # e.g. an unreadable token file
@@ -177,6 +184,19 @@ def run(args: argparse.Namespace) -> int:
                             lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(ctx))
     if args.worker >= 0:
         workers.serve(config, cfg.bind_address, cfg.port)
-    else:
+        return 0
+    child = None
+    if separate:
+        try:
+            child = publishproc.start(sys.argv[1:])
+        except (OSError, RuntimeError) as e:
+            print(f"kubenats apiserver: {e}", file=sys.stderr)
+            return 1
+        expected = workers.exit_with(child)
+    try:
         uvicorn.Server(config).run()
+    finally:
+        if child is not None:
+            expected.set()
+            publishproc.stop(child)
     return 0

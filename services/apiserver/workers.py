@@ -2,21 +2,24 @@
 
 `kubenats apiserver --workers N` starts N copies of itself (`--worker i`), each binding the same
 port with SO_REUSEPORT so the kernel spreads connections across them. They share nothing but
-etcd and NATS, which is what replicas already share: writes are guarded etcd transactions, each
-worker's watch hub has its own NATS subscription, and only worker 0 runs the etcd -> NATS
-publisher and the compactor (other replicas would publish the same revisions, deduplicated by
-`Nats-Msg-Id`, for no gain). The supervisor forwards SIGTERM/SIGINT and, when one worker dies,
-stops the others and exits with its code, so a process manager restarts the whole set.
+etcd and NATS, which is what replicas already share: writes are guarded etcd transactions and
+each worker's watch hub has its own NATS subscription. The etcd -> NATS publisher and the
+compactor run in one more process (`publishproc`, started and ready before any worker), or in
+worker 0 with `--no-publisher-process` (other replicas would publish the same revisions,
+deduplicated by `Nats-Msg-Id`, for no gain). The supervisor forwards SIGTERM/SIGINT and, when
+one child dies, stops the others and exits with its code, so a process manager restarts the set.
 `--max-requests-inflight` and friends apply per worker.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -27,10 +30,20 @@ from shared.log import event
 log = logging.getLogger("kubenats.apiserver.workers")
 
 
-def supervise(workers: int, argv: list[str]) -> int:
-    """Run `workers` copies of `kubenats apiserver <argv> --worker i` until one ends or a signal."""
-    children = [subprocess.Popen([sys.executable, "-m", "services.cli", *argv, "--worker", str(i)])
-                for i in range(workers)]
+def supervise(workers: int, argv: list[str], *, publisher: bool = False) -> int:
+    """Run `workers` copies of `kubenats apiserver <argv> --worker i` (and, with `publisher`, the
+    publisher process first) until one ends or a signal."""
+    from . import publishproc  # imports the app: only the supervisor and its publisher need it
+
+    children: list[subprocess.Popen[bytes]] = []
+    if publisher:
+        try:
+            children.append(publishproc.start(argv))
+        except (OSError, RuntimeError) as e:
+            event(log, "apiserver_publisher_failed", logging.ERROR, error=str(e))
+            return 1
+    children += [subprocess.Popen([sys.executable, "-m", "services.cli", *argv, "--worker", str(i),
+                                   *(["--no-publish"] if publisher else [])]) for i in range(workers)]
     event(log, "apiserver_workers_started", workers=workers, pids=[c.pid for c in children])
     stopping = False
 
@@ -53,6 +66,22 @@ def supervise(workers: int, argv: list[str]) -> int:
         if all(c.poll() is not None for c in children):
             return code
         time.sleep(0.2)
+
+
+def exit_with(child: subprocess.Popen[bytes]) -> threading.Event:
+    """If `child` (this process's publisher) ends on its own, SIGTERM this process: a process
+    manager then restarts the apiserver whole, instead of it serving with no events flowing.
+    Set the returned event before stopping the child on purpose."""
+    expected = threading.Event()
+
+    def watch() -> None:
+        code = child.wait()
+        if not expected.is_set():
+            event(log, "apiserver_publisher_exited", logging.ERROR, pid=child.pid, code=code)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="publisher-watch", daemon=True).start()
+    return expected
 
 
 def bound_socket(host: str, port: int) -> socket.socket:

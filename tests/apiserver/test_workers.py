@@ -22,6 +22,27 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def split_children(pid: int) -> tuple[list[int], list[int]]:
+    """(publisher processes, HTTP workers) among pid's children."""
+    kids = children(pid)
+    pubs = [k for k in kids if "--role publisher" in cmdline(k)]
+    return pubs, [k for k in kids if k not in pubs]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return "zombie" in open(f"/proc/{pid}/status").read().lower()
+    except OSError:
+        return True
+
+
 def listeners(port: int) -> int:
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=False).stdout
     return len([line for line in out.splitlines() if line.strip()])
@@ -33,8 +54,9 @@ def test_two_workers_share_the_port_and_the_event_stream() -> None:
     c.start()
     try:
         assert c.apiserver.p is not None
-        workers = children(c.apiserver.p.pid)
-        assert len(workers) == 2, workers
+        pubs, workers = split_children(c.apiserver.p.pid)
+        assert len(workers) == 2 and len(pubs) == 1, (pubs, workers)  # the publisher has a process of its own
+        assert all("--no-publish" in cmdline(w) for w in workers)
         # a worker listens only once started: wait for both, so either may serve the watch below
         deadline = time.monotonic() + 60
         while listeners(c.apiserver.port) < 2 and time.monotonic() < deadline:
@@ -65,7 +87,43 @@ def test_two_workers_share_the_port_and_the_event_stream() -> None:
         while c.apiserver.alive() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not c.apiserver.alive()
-        assert not [w for w in workers if os.path.exists(f"/proc/{w}") and
-                    "zombie" not in open(f"/proc/{w}/status").read().lower()]
+        assert all(gone(w) for w in [*workers, *pubs])
+    finally:
+        c.stop()
+
+
+def test_the_publisher_process_lives_and_dies_with_its_apiserver() -> None:
+    """One apiserver process serves HTTP and has one publisher child: events flow; the publisher
+    ending takes the apiserver down (to be restarted whole); SIGKILL of the apiserver kills it too."""
+    c = Cluster().start()
+    try:
+        assert c.apiserver.p is not None
+        pubs, others = split_children(c.apiserver.p.pid)
+        assert len(pubs) == 1 and not others, (pubs, others)
+        with httpx.Client(**c.admin_kwargs(), timeout=30) as api:
+            since = api.get("/api/v1/namespaces/default/configmaps").json()["metadata"]["resourceVersion"]
+            with api.stream("GET", "/api/v1/namespaces/default/configmaps",
+                            params={"watch": "true", "timeoutSeconds": "20", "resourceVersion": since}) as stream:
+                assert api.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "p1"}}).status_code == 201
+                line = next(iter(stream.iter_lines()))
+                assert json.loads(line)["object"]["metadata"]["name"] == "p1"
+        os.kill(pubs[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while c.apiserver.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not c.apiserver.alive(), "an apiserver without its publisher must exit"
+
+        c.apiserver.start()  # same data: resumes publishing where the stream ends
+        assert c.apiserver.p is not None
+        deadline = time.monotonic() + 30
+        while not split_children(c.apiserver.p.pid)[0] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pubs, _ = split_children(c.apiserver.p.pid)
+        assert len(pubs) == 1
+        os.kill(c.apiserver.p.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not gone(pubs[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gone(pubs[0]), "the publisher must not outlive a SIGKILLed apiserver"
     finally:
         c.stop()
