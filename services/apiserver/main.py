@@ -16,7 +16,6 @@ import ssl
 import sys
 from pathlib import Path
 
-import uvicorn
 import yaml
 
 from shared import pki
@@ -24,11 +23,10 @@ from shared.bus import options_from_args
 from shared.kubeconfig import server_from_kubeconfig
 from shared.log import setup
 from shared.netinfo import host_addresses
-from shared.tlsserver import server_context, uvicorn_options
 
 from . import publishproc, workers
 from .allocator import IPRange
-from .app import Config, create_app
+from .config import Config
 
 DEFAULT_DATA_DIR = "/var/lib/kubenats"
 
@@ -174,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
         write_inline_kubeconfig(Path(args.write_kubeconfig), server_url, cluster.ca.cert, admin.cert, admin.key)
     if args.role == "publisher":
         return publishproc.run(cfg, args.ready_fd, args.log_level)
+    import uvicorn  # the HTTP side only: the publisher process does without the web stack
+
+    from shared.tlsserver import server_context, uvicorn_options
+
+    from .app import create_app
     try:
         app = create_app(cfg)
     except ValueError as e:  # e.g. an unreadable token file

@@ -31,7 +31,7 @@ from shared.bus import Bus
 from shared.log import event
 from shared.runner import run_component
 
-from .app import Config, build_node_index, make_store
+from .config import Config, build_node_index, make_store
 from .objects import Objects
 from .publisher import Compactor, Publisher
 

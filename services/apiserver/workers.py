@@ -22,10 +22,12 @@ import sys
 import threading
 import time
 from types import FrameType
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from shared.log import event
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("kubenats.apiserver.workers")
 
@@ -97,4 +99,6 @@ def bound_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(config: uvicorn.Config, host: str, port: int) -> None:
+    import uvicorn
+
     uvicorn.Server(config).run(sockets=[bound_socket(host, port)])

@@ -42,7 +42,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
-from services.apiserver.app import Config, create_app
+from services.apiserver.app import create_app
+from services.apiserver.config import Config
 from services.apiserver.podproxy import PodProxy
 from services.kubelet.runtime import DockerRuntime
 from services.kubelet.runtime_types import LABEL_NODE, ContainerConfig, ContainerState
