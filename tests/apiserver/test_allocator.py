@@ -423,3 +423,39 @@ def test_allocations_persist_across_restarts_and_replicas() -> None:
     finally:
         second.stop()
         c.stop()
+
+
+def test_a_replica_with_a_stale_view_still_fills_a_nearly_full_range() -> None:
+    """Replica B learned the range when it was empty; A then hands out 230 of a /24's 253 free IPs.
+    B's next creates pick values A holds: after a lost race it must learn what etcd holds, not lose
+    20 races in a row and answer 409 (seen with --workers 2 filling a /22 with 1,000 Services)."""
+    c = Cluster()
+    extra = ["--service-cluster-ip-range", "10.0.0.0/24"]
+    c.apiserver = Apiserver(c.workdir, c.etcd, c.nats, extra=extra)
+    second = Apiserver(c.workdir, c.etcd, c.nats, tag="2", extra=["--no-publish", *extra])
+    c.start()
+    try:
+        second.start()
+
+        def cluster_ip_service(name: str) -> Obj:
+            return {"metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}}
+
+        async def create(url: str, names: list[str], concurrency: int) -> list[httpx.Response]:
+            sem = asyncio.Semaphore(concurrency)
+            async with httpx.AsyncClient(verify=c.ssl, timeout=60) as client:
+                async def one(name: str) -> httpx.Response:
+                    async with sem:
+                        return await client.post(f"{url}/api/v1/namespaces/default/services",
+                                                 json=cluster_ip_service(name))
+                return list(await asyncio.gather(*(one(n) for n in names)))
+
+        assert [r.status_code for r in asyncio.run(create(second.url, ["b-first"], 1))] == [201]  # B's view: now
+        made = asyncio.run(create(c.apiserver.url, [f"a{i}" for i in range(230)], 16))
+        assert all(r.status_code == 201 for r in made), [r.text for r in made if r.status_code != 201][:1]
+        late = asyncio.run(create(second.url, [f"b{i}" for i in range(20)], 4))
+        assert [r.status_code for r in late] == [201] * 20, [r.text for r in late if r.status_code != 201][:1]
+        ips = {r.json()["spec"]["clusterIP"] for r in [*made, *late]}
+        assert len(ips) == 250
+    finally:
+        second.stop()
+        c.stop()
