@@ -9,14 +9,19 @@ The process sampler reads /proc (RSS, CPU) for the scale run and the per-step re
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from bench.httpload import Conn
+from bench.report import progress
 from shared.client import ApiClient
 from tests.servers import Cluster, Proc
 
@@ -92,6 +97,35 @@ def component_argv(c: Cluster, name: str, *extra: str, node: str = "") -> list[s
 def component(c: Cluster, name: str, *extra: str, tag: str = "", node: str = "") -> Proc:
     """`kubenats <name>` pointed at the cluster with its own identity (not started)."""
     return Proc(f"{name}{tag}", component_argv(c, name, *extra, node=node), c.workdir / f"{name}{tag}.log")
+
+
+def deployment(name: str, replicas: int, *, image: str = "kubenats/busybox:test", container: str = "c",
+               **spec: Any) -> dict[str, Any]:
+    """A Deployment of `replicas` pods labelled app=<name>, one container."""
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": container, "image": image}]}}, **spec}}
+
+
+async def wait_nodes(api: httpx.AsyncClient, n: int, alive: Callable[[], bool], timeout: float,
+                     detail: Callable[[], str] = lambda: "") -> float:
+    """Seconds until `n` hollow Nodes are Ready (progress every 5 s); TimeoutError, with `detail()`,
+    after `timeout` or once `alive()` is false."""
+    t0, last = time.perf_counter(), 0.0
+    while True:
+        r = await api.get("/api/v1/nodes", params={"labelSelector": "kubenats.io/hollow=true"})
+        ready = sum(1 for x in r.json()["items"] if any(
+            c["type"] == "Ready" and c["status"] == "True" for c in (x.get("status") or {}).get("conditions") or []))
+        if ready >= n:
+            return time.perf_counter() - t0
+        if not alive() or time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"only {ready}/{n} hollow nodes Ready" + (f"\n{detail()}" if detail() else ""))
+        if time.perf_counter() - last > 5:
+            progress(f"  {ready}/{n} nodes Ready")
+            last = time.perf_counter()
+        await asyncio.sleep(1.0)
 
 
 def process_tree(pid: int) -> list[int]:

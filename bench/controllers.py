@@ -27,7 +27,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import api_client, component
+from bench.common import api_client, component, deployment
 from bench.report import finish, machine, progress
 from shared.api.resources import BY_PLURAL
 from shared.bus import Bus
@@ -39,14 +39,6 @@ PODS = BY_PLURAL[("", "pods")]
 RS = BY_PLURAL[("apps", "replicasets")]
 DEPLOY = BY_PLURAL[("apps", "deployments")]
 NAMESPACES = BY_PLURAL[("", "namespaces")]
-
-
-def deployment(name: str, replicas: int, **spec: Any) -> dict[str, Any]:
-    labels = {"app": name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "main", "image": "busybox:1.35"}]}}, **spec}}
 
 
 async def until(check: Any, timeout: float = 300.0, interval: float = 0.05) -> None:
@@ -89,7 +81,7 @@ async def step(quick: bool = False, pods: int | None = None) -> dict[str, Any]:
 
         progress(f"scale-up: Deployment of {pods}")
         t0 = time.perf_counter()
-        await client.create(DEPLOY, "bench", deployment("big", pods))
+        await client.create(DEPLOY, "bench", deployment("big", pods, image="busybox:1.35", container="main"))
         await until(lambda: _ge(count(client, "bench", "big"), pods), interval=0.02)
         created = time.perf_counter() - t0
 
@@ -105,7 +97,7 @@ async def step(quick: bool = False, pods: int | None = None) -> dict[str, Any]:
         kubelet = FakeKubelet(client, bus, nodes=10, namespace="roll", ready_delay=0.0, workers=16)
         await kubelet.start()
         strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
-        await client.create(DEPLOY, "roll", deployment("web", 100, strategy=strategy))
+        await client.create(DEPLOY, "roll", deployment("web", 100, image="busybox:1.35", container="main", strategy=strategy))
         await until(lambda: _complete(client, "roll", "web", 100))
         t1 = time.perf_counter()
         await client.patch(DEPLOY, "roll", "web", {"spec": {"template": {"metadata": {"annotations": {

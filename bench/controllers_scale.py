@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from bench.common import component as bench_component
-from bench.common import http_kwargs, proc_stats
+from bench.common import deployment, http_kwargs, proc_stats, wait_nodes
 from bench.report import finish, machine, progress
 from tests.servers import Cluster, Proc
 
@@ -45,14 +45,6 @@ def component(c: Cluster, name: str, *extra: str) -> Proc:
     return bench_component(c, name, *extra)
 
 
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "c", "image": "kubenats/busybox:test"}]}}}}
-
-
 def available(d: dict[str, Any]) -> bool:
     return (d.get("status") or {}).get("availableReplicas", 0) == d["spec"]["replicas"]
 
@@ -62,23 +54,6 @@ def rolled_out(d: dict[str, Any]) -> bool:
     return (st.get("observedGeneration", 0) >= d["metadata"].get("generation", 1)
             and st.get("updatedReplicas", 0) == want and st.get("replicas", 0) == want
             and st.get("availableReplicas", 0) == want)
-
-
-async def wait_nodes(api: httpx.AsyncClient, n: int, kubelet: Proc, timeout: float = 300) -> float:
-    t0 = time.perf_counter()
-    last = 0.0
-    while True:
-        r = await api.get("/api/v1/nodes", params={"labelSelector": "kubenats.io/hollow=true"})
-        ready = sum(1 for x in r.json()["items"] if any(
-            c["type"] == "Ready" and c["status"] == "True" for c in (x.get("status") or {}).get("conditions") or []))
-        if ready >= n:
-            return time.perf_counter() - t0
-        if not kubelet.alive() or time.perf_counter() - t0 > timeout:
-            raise TimeoutError(f"only {ready}/{n} hollow nodes Ready\n{kubelet.tail()}")
-        if time.perf_counter() - last > 5:
-            progress(f"  {ready}/{n} nodes Ready")
-            last = time.perf_counter()
-        await asyncio.sleep(1.0)
 
 
 async def pod_count(api: httpx.AsyncClient) -> tuple[int, int]:
@@ -193,7 +168,7 @@ async def step(quick: bool = False, nodes: int | None = None, count: int | None 
             progress(f"starting {nodes} hollow nodes, the scheduler and the controller manager")
             for p in (kubelet, scheduler, controllers):
                 p.start()
-            ready_s = await wait_nodes(api, nodes, kubelet)
+            ready_s = await wait_nodes(api, nodes, kubelet.alive, 300, kubelet.tail)
             progress(f"  {nodes} nodes Ready after {ready_s:.1f} s")
             r = await api.post("/api/v1/namespaces", json={"metadata": {"name": NS}})
             assert r.status_code in (200, 201, 409), r.text

@@ -43,7 +43,7 @@ import httpx
 import orjson
 
 from bench import plots
-from bench.common import Sampler, component, conn, http_kwargs
+from bench.common import Sampler, component, conn, deployment, http_kwargs, wait_nodes
 from bench.profile import Profiler
 from bench.report import finish, machine, median, pct, progress
 from services.kubelet.hollow import SHARED_POD_CIDR
@@ -53,30 +53,6 @@ from tests.servers import Cluster, Proc
 NS = "scale"
 DEPLOYS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 CONTROL_PLANE = ("apiserver", "scheduler", "controllers")
-
-
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "c", "image": "kubenats/busybox:test"}]}}}}
-
-
-async def wait_nodes(api: httpx.AsyncClient, n: int, alive: Any, timeout: float = 600) -> float:
-    t0, last = time.perf_counter(), 0.0
-    while True:
-        r = await api.get("/api/v1/nodes", params={"labelSelector": "kubenats.io/hollow=true"})
-        ready = sum(1 for x in r.json()["items"] if any(
-            c["type"] == "Ready" and c["status"] == "True" for c in (x.get("status") or {}).get("conditions") or []))
-        if ready >= n:
-            return time.perf_counter() - t0
-        if not alive() or time.perf_counter() - t0 > timeout:
-            raise TimeoutError(f"only {ready}/{n} hollow nodes Ready")
-        if time.perf_counter() - last > 5:
-            progress(f"  {ready}/{n} nodes Ready")
-            last = time.perf_counter()
-        await asyncio.sleep(1.0)
 
 
 class Background:
@@ -371,7 +347,7 @@ async def step(quick: bool = False, nodes: int | None = None, deployments: int |
                      "the controller manager")
             for k in (*kubelets, "scheduler", "controllers"):
                 procs[k].start()
-            out["nodes_ready_s"] = await wait_nodes(api, nodes, lambda: all(p.alive() for p in kubelets.values()))
+            out["nodes_ready_s"] = await wait_nodes(api, nodes, lambda: all(p.alive() for p in kubelets.values()), 600)
             progress(f"  {nodes} nodes Ready after {out['nodes_ready_s']:.1f} s")
             r = await api.post("/api/v1/namespaces", json={"metadata": {"name": NS}})
             assert r.status_code in (201, 409), r.text

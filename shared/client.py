@@ -91,25 +91,33 @@ class ApiClient:
     async def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
         return await self.request("GET", path_of(res, namespace, name))
 
-    async def list(self, res: Resource, namespace: str = "", *, label_selector: str = "", field_selector: str = "",
-                   page_size: int = 500) -> dict[str, Any]:
-        """All items (following `continue`), with the list's resourceVersion."""
+    async def list_pages(self, res: Resource, namespace: str = "", *, label_selector: str = "",
+                         field_selector: str = "", page_size: int = 500) -> AsyncIterator[dict[str, Any]]:
+        """The list's pages as they arrive (following `continue`); every page is at the first one's
+        resourceVersion. A caller that consumes each page before the next holds one page at a time."""
         params: dict[str, Any] = {"limit": page_size}
         if label_selector:
             params["labelSelector"] = label_selector
         if field_selector:
             params["fieldSelector"] = field_selector
-        items: list[dict[str, Any]] = []
-        first: dict[str, Any] | None = None
         while True:
             page = await self.request("GET", path_of(res, namespace), params=params)
+            token = (page.get("metadata") or {}).get("continue")
+            yield page
+            if not token:
+                return
+            params["continue"] = token
+
+    async def list(self, res: Resource, namespace: str = "", *, label_selector: str = "", field_selector: str = "",
+                   page_size: int = 500) -> dict[str, Any]:
+        """All items (following `continue`), with the list's resourceVersion."""
+        items: list[dict[str, Any]] = []
+        first: dict[str, Any] | None = None
+        async for page in self.list_pages(res, namespace, label_selector=label_selector,
+                                          field_selector=field_selector, page_size=page_size):
             if first is None:
                 first = page
             items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                break
-            params["continue"] = token
         assert first is not None
         first["items"] = items
         first.get("metadata", {}).pop("continue", None)

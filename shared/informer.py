@@ -49,7 +49,7 @@ import orjson
 
 from shared import bus as busmod
 from shared.api.resources import Resource
-from shared.client import ApiClient, path_of
+from shared.client import ApiClient
 from shared.log import event
 from shared.selectors import object_fields, parse_field_selector, parse_label_selector
 
@@ -466,8 +466,8 @@ class Informer:
         """The collection as (revision, items) pages; the revision is the list's (every page's
         items are at the first page's revision: continue tokens pin it).
 
-        An `ApiClient` is read one page at a time, as its `list` does, but each page is handed
-        over before the next is fetched; any other `Lister` gives its whole list as one page."""
+        An `ApiClient` is read through `list_pages`, each page handed over before the next is
+        fetched; any other `Lister` gives its whole list as one page."""
         if not isinstance(self.client, ApiClient):
             result = await self.client.list(self.res, self.namespace, label_selector=self.label_selector,
                                             field_selector=self.field_selector)
@@ -476,25 +476,14 @@ class Informer:
             del result
             yield revision, items
             return
-        params: dict[str, Any] = {"limit": LIST_PAGE_SIZE}
-        if self.label_selector:
-            params["labelSelector"] = self.label_selector
-        if self.field_selector:
-            params["fieldSelector"] = self.field_selector
-        path = path_of(self.res, self.namespace)
         revision = 0
-        while True:
-            page = await self.client.request("GET", path, params=params)
-            meta = page.get("metadata") or {}
-            revision = revision or int(meta.get("resourceVersion") or 0)
-            token = meta.get("continue")
+        async for page in self.client.list_pages(self.res, self.namespace, label_selector=self.label_selector,
+                                                  field_selector=self.field_selector, page_size=LIST_PAGE_SIZE):
+            revision = revision or int((page.get("metadata") or {}).get("resourceVersion") or 0)
             items = page.pop("items", None) or []
             del page
             yield revision, items
             del items
-            if not token:
-                return
-            params["continue"] = token
 
     def _end_buffering(self) -> int:
         """Stop buffering and apply what was buffered; returns how many events that was."""

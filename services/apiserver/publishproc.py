@@ -112,16 +112,13 @@ def run(cfg: Config, ready_fd: int, log_level: str = "INFO") -> int:
         await publisher.prepare()
         os.write(ready_fd, b"1")
         os.close(ready_fd)
-        tasks = [asyncio.create_task(publisher.run(), name="publisher"),
-                 asyncio.create_task(Compactor(store, publisher).run(), name="compactor")]
-        if cfg.build_indexes:
-            tasks.append(asyncio.create_task(build_node_index(Objects(store)), name="node-index"))
         try:
-            await asyncio.gather(*tasks)
+            async with asyncio.TaskGroup() as tg:  # cancelled together, on SIGTERM or when one fails
+                tg.create_task(publisher.run(), name="publisher")
+                tg.create_task(Compactor(store, publisher).run(), name="compactor")
+                if cfg.build_indexes:
+                    tg.create_task(build_node_index(Objects(store)), name="node-index")
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await bus.close()
             await store.close()
 
